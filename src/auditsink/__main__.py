@@ -1,0 +1,3 @@
+from auditsink.cli import main
+
+main()

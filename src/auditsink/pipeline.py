@@ -1,0 +1,107 @@
+"""The ingest pipeline, top to bottom: admit (match, policy, redact) -> store -> print.
+
+The receiver and ``auditsink import`` both go through :class:`Pipeline`, so a file imported
+is treated exactly like a batch received.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from collections.abc import Callable
+
+
+from auditsink.admit.redact import redact_item
+from auditsink.model import BadItem, Event, Item
+from auditsink.printer import Printer
+from auditsink.receive.metrics import Metrics
+from auditsink.store.base import Store, WriteResult
+
+log = logging.getLogger("auditsink.pipeline")
+
+Match = Callable[[Event, str], bool]
+ApplyPolicy = Callable[[Item], "Item | None"]
+
+
+class Pipeline:
+    """What happens to every decoded batch, whichever door it came in by."""
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        printer: Printer | None = None,
+        match: Match | None = None,
+        policy: ApplyPolicy | None = None,
+        redact: bool = True,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.printer = printer
+        self.match = match
+        self.policy = policy
+        self.redact = redact
+        self.metrics = metrics or Metrics()
+
+    def admit(self, items: list[Item], cluster: str) -> list[Item]:
+        """Filter, apply the server-side policy and redact secrets, in that order."""
+        match, policy, redact = self.match, self.policy, self.redact
+        counts = self.metrics.events
+        kept: list[Item] = []
+        for item in items:
+            event = item.event
+            if match is not None and not match(event, cluster):
+                continue
+            if policy is not None:
+                admitted = policy(item)
+                if admitted is None:
+                    continue
+                item = admitted
+            if redact:
+                item = redact_item(item)
+            counts[(cluster, event.verb, item.event.level, event.stage)] += 1
+            kept.append(item)
+        self.metrics.dropped_by_policy += len(items) - len(kept)
+        return kept
+
+    def note_bad(self, bad: list[BadItem], cluster: str) -> None:
+        """Count, log (a snippet, never a whole object) and keep undecodable items."""
+        if not bad:
+            return
+        self.metrics.bad_items += len(bad)
+        for item in bad[:5]:
+            log.warning(
+                "rejected item %d of a batch from cluster %r: %s; starts with %s",
+                item.index, cluster, item.error, item.snippet[:120],
+            )
+        if len(bad) > 5:
+            log.warning("... and %d more rejected items in the same batch", len(bad) - 5)
+        if self.store is not None:
+            self.store.reject(bad, cluster)
+
+    async def ingest(self, items: list[Item], bad: list[BadItem], cluster: str = "") -> WriteResult:
+        """Admit, commit (waits for durability), then print; returns what was stored."""
+        self.note_bad(bad, cluster)
+        kept = self.admit(items, cluster)
+        if self.store is not None and kept:
+            result = await self.store.submit(kept, cluster)
+            self.metrics.duplicates += result.duplicates
+        else:
+            result = WriteResult(stored=len(kept))
+        if self.printer is not None and kept:
+            self.printer.write(kept, cluster)
+        return result
+
+    def ingest_sync(self, items: list[Item], bad: list[BadItem], cluster: str = "") -> WriteResult:
+        """The same as :meth:`ingest` from a plain thread (``auditsink import``)."""
+        self.note_bad(bad, cluster)
+        kept = self.admit(items, cluster)
+        if self.store is not None and kept:
+            result = self.store.write(kept, cluster)
+            self.metrics.duplicates += result.duplicates
+        else:
+            result = WriteResult(stored=len(kept))
+        if self.printer is not None and kept:
+            self.printer.write(kept, cluster)
+        return result
+
+

@@ -1,0 +1,250 @@
+"""The ingest ASGI application: the door kube-apiserver's audit webhook knocks on.
+
+Answers are chosen for the sender's retry logic (k8s-audit-facts.md W13-W15): 200 only once
+the events are committed; every error is retried about 5 times over ~100 s and then the batch
+is dropped, so a body that can never be read gets 400 with a JSON reason (the retries are
+cheap), overload gets 429 with ``Retry-After`` (retried inside the same 30 s attempt), and a
+malformed item never costs its valid neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from auditsink.model import BodyError, BodyTooLarge, decode_body, gunzip
+from auditsink.pipeline import Pipeline
+from auditsink.store.base import Overloaded
+
+log = logging.getLogger("auditsink.receive")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+# JSON, NDJSON (audit-log lines) and what curl sends by default; anything else is a mistake.
+_ACCEPTED_TYPES = frozenset(
+    {"", "application/json", "application/x-ndjson", "application/jsonl", "text/plain",
+     "application/x-www-form-urlencoded"}
+)
+
+
+class Authenticator:
+    """What the app needs from sender authentication (see receive/auth.py)."""
+
+    enabled: bool
+
+    def authenticate(self, authorization: bytes | None, peer_cn: str | None) -> Any: ...
+
+
+class ReceiverApp:
+    """Routes: POST ingest on ``/`` (or the configured paths) and ``/clusters/{name}``;
+    GET ``/healthz``, ``/readyz``, ``/metrics``."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        paths: frozenset[str] | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        body_timeout: float = 25.0,
+        inflight_budget: int = 512 * 1024 * 1024,
+        authenticator: Authenticator | None = None,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.pipeline = pipeline
+        self.metrics = pipeline.metrics
+        self.paths = paths
+        self.max_body = max_body
+        self.body_timeout = body_timeout
+        self.inflight_budget = inflight_budget
+        self.inflight = 0
+        self.authenticator = authenticator
+        self.ready = ready
+        self._seen_paths: set[str] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        path: str = scope["path"]
+        if scope["method"] in ("GET", "HEAD") and path in ("/healthz", "/readyz", "/metrics"):
+            await self._operations(path, send)
+            return
+        cluster = ""
+        if path.startswith("/clusters/"):
+            cluster = path[len("/clusters/") :].split("/", 1)[0]
+            if not cluster:
+                await _json(send, 404, {"error": "missing cluster name: POST /clusters/NAME"})
+                return
+        elif self.paths is not None and path not in self.paths:
+            await _json(send, 404, {"error": f"no ingest endpoint at {path}",
+                                    "endpoints": sorted(self.paths)})
+            return
+        if scope["method"] != "POST":
+            await _json(send, 405, {"error": "use POST to send audit events"},
+                        extra=[(b"allow", b"POST")])
+            return
+        started = time.perf_counter()
+        status = await self._ingest(scope, receive, send, cluster)
+        self.metrics.requests[(status,)] += 1
+        self.metrics.observe_latency(time.perf_counter() - started)
+
+    async def _ingest(self, scope: Scope, receive: Receive, send: Send, cluster: str) -> int:
+        headers = dict(scope["headers"])
+        # 1. authenticate the sender; the credential may name the cluster
+        if self.authenticator is not None and self.authenticator.enabled:
+            result = self.authenticator.authenticate(
+                headers.get(b"authorization"), scope.get("auditsink.peer_cn")
+            )
+            if result is None:
+                method = "none"
+                if b"authorization" in headers:
+                    method = headers[b"authorization"].split(b" ", 1)[0].decode("latin-1").lower()
+                self.metrics.auth_failures[(method,)] += 1
+                log.warning("rejected unauthenticated request from %s (%s)", _client(scope), method)
+                return await _json(send, 401, {"error": "unauthorized"},
+                                   extra=[(b"www-authenticate", b'Bearer realm="auditsink"')])
+            bound = getattr(result, "cluster", result if isinstance(result, str) else "")
+            if bound:
+                if cluster and cluster != bound:
+                    return await _json(send, 403, {"error": "credential is not valid for cluster "
+                                                   f"{cluster!r}"})
+                cluster = bound
+        # 2. check the media type before reading anything
+        ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower().decode("latin-1")
+        if ctype not in _ACCEPTED_TYPES:
+            return await _json(send, 415, {"error": f"unsupported Content-Type {ctype!r}: send "
+                                           "application/json (an EventList, Event, or JSON lines)"})
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding not in (b"identity", b"gzip", b""):
+            return await _json(send, 415, {"error": f"unsupported Content-Encoding {encoding.decode('latin-1')!r}: "
+                                           "send identity or gzip"})
+        # 3. read the body within the size limit, the memory budget and the time limit
+        declared = _content_length(headers)
+        if declared is not None and declared > self.max_body:
+            return await self._too_large(send, declared)
+        reserve = declared if declared is not None else 0
+        if self.inflight and self.inflight + reserve > self.inflight_budget:
+            return await _json(send, 429, {"error": "too many bytes in flight, retry"},
+                               extra=[(b"retry-after", b"1")])
+        self.inflight += reserve
+        try:
+            body = await self._read_body(receive)
+        except BodyTooLarge:
+            return await self._too_large(send, None)
+        except TimeoutError:
+            log.warning("request body from %s not received within %ss", _client(scope), self.body_timeout)
+            return await _json(send, 408, {"error": f"body not received within {self.body_timeout}s"})
+        except ConnectionError:
+            return 499
+        finally:
+            self.inflight -= reserve
+        self.metrics.bytes += len(body)
+        # 4. decode: an unreadable body is 400, bad items are kept aside
+        try:
+            if encoding == b"gzip":
+                body = gunzip(body, self.max_body)
+            items, bad = decode_body(body)
+        except BodyTooLarge:
+            return await self._too_large(send, None)
+        except BodyError as exc:
+            log.warning("rejected body from %s: %s", _client(scope), exc)
+            return await _json(send, 400, {"error": str(exc)})
+        if self.paths is None and scope["path"] not in self._seen_paths and not cluster:
+            self._seen_paths.add(scope["path"])
+            log.info("receiving audit events on %s", scope["path"])
+        # 5. admit, commit, print; answer only after the commit
+        try:
+            result = await self.pipeline.ingest(items, bad, cluster)
+        except Overloaded as exc:
+            return await _json(send, 429, {"error": "auditsink is behind, retry"},
+                               extra=[(b"retry-after", str(exc.retry_after).encode())])
+        except Exception:
+            log.exception("storing a batch of %d events failed", len(items))
+            return await _json(send, 503, {"error": "the store failed; the sender will retry"})
+        return await _json(send, 200, {"stored": result.stored, "duplicates": result.duplicates,
+                                       "rejected": len(bad)})
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async with asyncio.timeout(self.body_timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ConnectionError("client disconnected")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    raise BodyTooLarge(self.max_body)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _too_large(self, send: Send, size: int | None) -> int:
+        log.error(
+            "rejected a body of %s bytes over the limit of %d: raise --max-body, lower the API "
+            "server's --audit-webhook-batch-max-size, or enable --audit-webhook-truncate-enabled",
+            size if size is not None else "more than the limit", self.max_body,
+        )
+        return await _json(send, 413, {"error": f"body larger than {self.max_body} bytes",
+                                       "remedy": "raise auditsink --max-body or lower "
+                                       "--audit-webhook-batch-max-size on the API server"})
+
+    async def _operations(self, path: str, send: Send) -> None:
+        if path == "/healthz":
+            await _json(send, 200, {"status": "ok"})
+        elif path == "/readyz":
+            ok = self.ready()
+            await _json(send, 200 if ok else 503, {"status": "ready" if ok else "not ready"})
+        else:
+            body = self.metrics.render()
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/plain; version=0.0.4"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(headers: dict[bytes, bytes]) -> int | None:
+    value = headers.get(b"content-length")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "unknown"
+
+
+async def _json(send: Send, status: int, payload: dict[str, Any],
+                extra: list[tuple[bytes, bytes]] | None = None) -> int:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return status
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,148 @@
+"""What every store provides, and the registry that opens one from a URL.
+
+A store is the log (design.md): an event is acknowledged only after the store committed it,
+and every consumer reads the store in commit order. Backends register here by URL scheme and
+are imported late, so optional ones (PostgreSQL) cost nothing when unused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from auditsink.model import BadItem, Item
+
+STORES = {
+    "sqlite": "auditsink.store.sqlite:SQLiteStore",
+}
+
+DEFAULT_STORE_URL = "sqlite:///auditsink.db"
+
+
+class Overloaded(Exception):
+    """The writer is behind and its bounded queue is full: answer 429 and let the sender retry."""
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__("store queue full")
+        self.retry_after = retry_after
+
+
+class StoreError(Exception):
+    """A store could not be opened or used; the message says what to do."""
+
+
+@dataclass
+class WriteResult:
+    """What one submitted batch turned into once committed."""
+
+    stored: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class StoredEvent:
+    """One event read back from a store: its position in the log, cluster and exact bytes."""
+
+    id: int
+    cluster: str
+    raw: bytes
+
+
+@dataclass
+class Rejected:
+    """An item that could not be decoded, kept for an operator to inspect."""
+
+    id: int
+    time: float
+    cluster: str
+    error: str
+    body: bytes
+
+
+@dataclass
+class Selector:
+    """Which events to return: the audit-policy vocabulary plus a time range.
+
+    Every list is OR within the field, AND across fields; empty means any.
+    ``resources`` entries may be ``pods`` or ``pods/exec``; ``codes`` entries may be ``403`` or
+    ``4xx``. Times are microseconds since the epoch.
+    """
+
+    users: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    verbs: list[str] = field(default_factory=list)
+    resources: list[str] = field(default_factory=list)
+    api_groups: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
+    levels: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
+    clusters: list[str] = field(default_factory=list)
+    audit_ids: list[str] = field(default_factory=list)
+    since: int | None = None
+    until: int | None = None
+
+
+class Store(Protocol):
+    """The store interface the receiver, the CLI and the consumers use."""
+
+    url: str
+
+    def open(self) -> None:
+        """Create or upgrade the schema and start the writer."""
+
+    def close(self) -> None:
+        """Drain what was submitted, commit it and stop the writer."""
+
+    def submit(self, items: list[Item], cluster: str = "") -> asyncio.Future[WriteResult]:
+        """Queue items for the next group commit; the future resolves once they are durable.
+
+        Raises :class:`Overloaded` when the bounded queue is full.
+        """
+
+    def write(self, items: list[Item], cluster: str = "") -> WriteResult:
+        """Write and commit items from a plain thread (import, tests); blocks until durable."""
+
+    def reject(self, bad: list[BadItem], cluster: str = "") -> None:
+        """Keep undecodable items where ``auditsink rejected`` can show them."""
+
+    def query(
+        self, selector: Selector, limit: int = 100, after_id: int = 0, newest_first: bool = True,
+        before_id: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events matching ``selector``; pages by log position (``after_id``/``before_id``)."""
+
+    def rejected(self, limit: int = 100) -> list[Rejected]:
+        """The most recent undecodable items."""
+
+    def stats(self, selector: Selector, top: int = 10) -> dict[str, object]:
+        """Top users, verbs, resources, namespaces, failures and events per hour."""
+
+    def queue_depth(self) -> int:
+        """Events waiting for the writer."""
+
+    def iter_all(self, selector: Selector) -> Iterator[StoredEvent]:
+        """Every matching event in log order (export)."""
+
+
+def open_store(url: str, **options: object) -> Store:
+    """Instantiate the store registered for ``url``'s scheme (``sqlite:///path``)."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("postgres", "postgresql"):
+        raise StoreError(
+            f"store {url!r}: PostgreSQL support is not built yet; use sqlite:///PATH"
+        )
+    target = STORES.get(scheme)
+    if target is None:
+        raise StoreError(
+            f"store {url!r}: unknown scheme {scheme!r}; expected one of "
+            + ", ".join(f"{name}://" for name in STORES)
+        )
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    store: Store = cls(url, **options)
+    return store

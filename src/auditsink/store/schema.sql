@@ -1,0 +1,50 @@
+-- auditsink SQLite schema, version 1.
+-- Bodies are compressed per commit group (one zstd frame per "blob"), which compresses far
+-- better than per-event; each event row points into its blob. Repeated strings (users, verbs,
+-- resources, namespaces, user agents, ...) are stored once in `strings` and referenced by id,
+-- which keeps rows and indexes small.
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS strings (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS blobs (
+  id INTEGER PRIMARY KEY,
+  max_time INTEGER NOT NULL,
+  data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY,          -- log position: commit order (one writer)
+  time INTEGER NOT NULL,           -- stageTimestamp, microseconds since the epoch
+  audit_id TEXT NOT NULL,
+  cluster INTEGER NOT NULL,        -- strings.id ("" = default cluster)
+  stage INTEGER NOT NULL,          -- index in model.STAGES
+  level INTEGER NOT NULL,          -- index in model.LEVELS
+  verb INTEGER NOT NULL,
+  user INTEGER NOT NULL,
+  groups INTEGER NOT NULL,         -- strings.id of the newline-joined group list
+  api_group INTEGER NOT NULL,
+  resource INTEGER NOT NULL,
+  subresource INTEGER NOT NULL,
+  namespace INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  code INTEGER NOT NULL,
+  source_ip INTEGER NOT NULL,
+  user_agent INTEGER NOT NULL,
+  blob INTEGER NOT NULL,
+  offset INTEGER NOT NULL,
+  length INTEGER NOT NULL
+);
+-- Deduplication of retried batches (design.md): cluster + auditID + stage + stageTimestamp.
+-- Also serves `show AUDIT_ID`.
+CREATE UNIQUE INDEX IF NOT EXISTS events_dedup ON events (audit_id, stage, time, cluster);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
+CREATE INDEX IF NOT EXISTS events_user ON events (user, time);
+CREATE INDEX IF NOT EXISTS events_object ON events (name, resource, namespace, time);
+CREATE INDEX IF NOT EXISTS events_namespace ON events (namespace, time);
+CREATE INDEX IF NOT EXISTS events_code ON events (code, time) WHERE code >= 400;
+CREATE TABLE IF NOT EXISTS rejected (
+  id INTEGER PRIMARY KEY,
+  time REAL NOT NULL,              -- when it was received (unix seconds)
+  cluster TEXT NOT NULL,
+  error TEXT NOT NULL,
+  body BLOB NOT NULL               -- the start of the item, never more than a few KB
+);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, position INTEGER NOT NULL);

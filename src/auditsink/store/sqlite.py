@@ -1,0 +1,541 @@
+"""The default store: one SQLite file in WAL mode, written by one thread with group commit.
+
+Why this shape (design.md, "The store is the log"):
+- One writer thread takes everything that is waiting and commits it in one ``BEGIN IMMEDIATE``
+  transaction, so concurrent requests share a commit; each request's future resolves only
+  after COMMIT returned, which is when the receiver answers 200.
+- The queue into the writer is bounded (in events); a full queue raises ``Overloaded`` and the
+  receiver answers 429 with Retry-After, so memory stays flat under overload.
+- With ``synchronous=NORMAL`` (the default) a committed transaction survives the process being
+  killed (SIGKILL) but the last commits before a power loss or kernel crash may roll back;
+  ``sync="full"`` fsyncs every commit and survives power loss too (docs/store.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
+from urllib.parse import unquote, urlparse
+
+import zstandard
+
+from auditsink.model import LEVEL_RANK, LEVELS, STAGES, BadItem, Item
+from auditsink.query.builder import STAGE_INDEX, build_where
+from auditsink.store.base import (
+    Overloaded,
+    Rejected,
+    Selector,
+    StoredEvent,
+    StoreError,
+    WriteResult,
+)
+from auditsink.timeutil import parse_timestamp
+
+SCHEMA_VERSION = "1"
+_INSERT = (
+    "INSERT OR IGNORE INTO events (time, audit_id, cluster, stage, level, verb, user, groups,"
+    " api_group, resource, subresource, namespace, name, code, source_ip, user_agent, blob,"
+    " offset, length) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_REJECTED_BODY_BYTES = 4096
+# Group lists are interned as one string with this prefix, so no user or verb can collide.
+_GROUPS_PREFIX = "\x1fgroups\x1f"
+_BLOB_CACHE = 16
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``; bare paths too.
+
+    >>> path_from_url("sqlite:////var/lib/auditsink/a.db")
+    '/var/lib/auditsink/a.db'
+    """
+    if "://" not in url:
+        return url
+    parsed = urlparse(url)
+    path = unquote(parsed.netloc + parsed.path)
+    if path.startswith("/") and not path.startswith("//"):
+        path = path[1:]
+    elif path.startswith("//"):
+        path = path[1:]
+    if not path:
+        raise StoreError(f"store {url!r}: no file name; use sqlite:///auditsink.db")
+    return path
+
+
+class _Task:
+    """A batch waiting for the writer, and how to tell its submitter it is committed."""
+
+    __slots__ = ("items", "cluster", "done", "result", "error")
+
+    def __init__(self, items: list[Item], cluster: str, done: Callable[["_Task"], None]) -> None:
+        self.items = items
+        self.cluster = cluster
+        self.done = done
+        self.result = WriteResult()
+        self.error: BaseException | None = None
+
+
+class SQLiteStore:
+    """SQLite store; see the module docstring for the durability and batching contract."""
+
+    def __init__(
+        self,
+        url: str,
+        sync: str = "normal",
+        queue_events: int = 50_000,
+        group_events: int = 8_000,
+        compression_level: int = 3,
+    ) -> None:
+        self.url = url
+        self.path = path_from_url(url)
+        if sync not in ("normal", "full"):
+            raise StoreError(f"sync {sync!r}: expected 'normal' or 'full'")
+        self.sync = sync
+        self.queue_events = queue_events
+        self.group_events = group_events
+        self._level = compression_level
+        self._queue: deque[_Task | Callable[[sqlite3.Connection], None]] = deque()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._writer: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._ids: dict[str, int] = {}
+        self._group_ids: dict[str, int] = {}
+        self._blobs: OrderedDict[int, bytes] = OrderedDict()
+        self._local = threading.local()
+        self.last_commit_seconds = 0.0
+        self.duplicates = 0
+        self.commits = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self, start_writer: bool = True) -> None:
+        """Create the file and schema if needed; start the writer thread."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise StoreError(f"store {self.url!r}: directory {directory} does not exist")
+        try:
+            conn = self._connect()
+            schema = resources.files("auditsink.store").joinpath("schema.sql").read_text()
+            with conn:
+                conn.executescript(schema)
+                conn.execute("INSERT OR IGNORE INTO strings (value) VALUES ('')")
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (SCHEMA_VERSION,),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {self.url!r}: cannot open {self.path}: {exc}") from None
+        self._conn = conn
+        self._ids = dict(conn.execute("SELECT value, id FROM strings"))
+        if start_writer:
+            self._writer = threading.Thread(target=self._run, name="auditsink-writer", daemon=True)
+            self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.sync.upper()}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def close(self) -> None:
+        """Drain the queue (graceful stop), then close the file."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def submit(self, items: list[Item], cluster: str = "") -> asyncio.Future[WriteResult]:
+        """Queue a batch; the returned future resolves once it is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[WriteResult] = loop.create_future()
+
+        def done(task: _Task) -> None:
+            loop.call_soon_threadsafe(_settle, future, task)
+
+        self._enqueue(_Task(items, cluster, done))
+        return future
+
+    def write(self, items: list[Item], cluster: str = "") -> WriteResult:
+        """Write from a plain thread and wait for the commit (import, tests)."""
+        finished = threading.Event()
+        task = _Task(items, cluster, lambda _task: finished.set())
+        while True:
+            try:
+                self._enqueue(task)
+                break
+            except Overloaded:
+                time.sleep(0.01)
+        finished.wait()
+        if task.error is not None:
+            raise task.error
+        return task.result
+
+    def _enqueue(self, task: _Task) -> None:
+        with self._cond:
+            if self._closing:
+                raise StoreError("store is closing")
+            if self._pending and self._pending + len(task.items) > self.queue_events:
+                raise Overloaded(retry_after=1)
+            self._pending += len(task.items)
+            self._queue.append(task)
+            self._cond.notify()
+
+    def run_in_writer(self, job: Callable[[sqlite3.Connection], None]) -> None:
+        """Run maintenance (retention, cursors) on the writer thread, between commits."""
+        with self._cond:
+            self._queue.append(job)
+            self._cond.notify()
+
+    def queue_depth(self) -> int:
+        """Events waiting for the writer."""
+        return self._pending
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                tasks: list[_Task] = []
+                jobs: list[Callable[[sqlite3.Connection], None]] = []
+                count = 0
+                while self._queue and (count < self.group_events or not tasks):
+                    entry = self._queue.popleft()
+                    if isinstance(entry, _Task):
+                        tasks.append(entry)
+                        count += len(entry.items)
+                    else:
+                        jobs.append(entry)
+            if tasks:
+                self._commit_group(tasks)
+                with self._cond:
+                    self._pending -= count
+                for task in tasks:
+                    task.done(task)
+            for job in jobs:
+                try:
+                    job(self._writer_conn())
+                except Exception:  # maintenance must never stop ingest
+                    import logging
+
+                    logging.getLogger("auditsink.store").exception("store maintenance failed")
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        assert self._conn is not None, "store is not open"
+        return self._conn
+
+    def _commit_group(self, tasks: list[_Task]) -> None:
+        conn = self._writer_conn()
+        started = time.perf_counter()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._insert(conn, tasks)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            # Ids handed out inside the failed transaction are gone: reload the dictionary.
+            self._ids = dict(conn.execute("SELECT value, id FROM strings"))
+            self._group_ids.clear()
+            for task in tasks:
+                task.error = exc
+            return
+        self.commits += 1
+        self.last_commit_seconds = time.perf_counter() - started
+
+    def _intern(self, conn: sqlite3.Connection, value: str) -> int:
+        ident = self._ids.get(value)
+        if ident is None:
+            ident = conn.execute(
+                "INSERT INTO strings (value) VALUES (?) ON CONFLICT (value) DO UPDATE SET value=value"
+                " RETURNING id",
+                (value,),
+            ).fetchone()[0]
+            self._ids[value] = ident
+        return ident
+
+    def _insert(self, conn: sqlite3.Connection, tasks: list[_Task]) -> None:
+        """Compress the group's bodies into one blob, then insert one row per event."""
+        raws: list[bytes] = []
+        max_time = 0
+        for task in tasks:
+            for item in task.items:
+                raws.append(item.raw)
+        data = zstandard.ZstdCompressor(level=self._level).compress(b"\n".join(raws))
+        blob = conn.execute(
+            "INSERT INTO blobs (max_time, data) VALUES (0, ?) RETURNING id", (data,)
+        ).fetchone()[0]
+        intern = self._intern
+        offset = 0
+        for task in tasks:
+            cluster = intern(conn, task.cluster)
+            rows = []
+            for item in task.items:
+                event = item.event
+                length = len(item.raw)
+                ref = event.objectRef
+                user = event.user
+                status = event.responseStatus
+                when = parse_timestamp(event.stageTimestamp)
+                if when > max_time:
+                    max_time = when
+                groups = self._group_ids.get(user_groups := "\n".join(user.groups))
+                if groups is None:
+                    groups = self._group_ids[user_groups] = intern(conn, _GROUPS_PREFIX + user_groups)
+                rows.append(
+                    (
+                        when,
+                        event.auditID,
+                        cluster,
+                        STAGE_INDEX.get(event.stage, 0),
+                        LEVEL_RANK[event.level],
+                        intern(conn, event.verb),
+                        intern(conn, user.username),
+                        groups,
+                        intern(conn, ref.apiGroup) if ref else 0,
+                        intern(conn, ref.resource) if ref else 0,
+                        intern(conn, ref.subresource) if ref else 0,
+                        intern(conn, ref.namespace) if ref else 0,
+                        ref.name if ref else "",
+                        status.code if status is not None else 0,
+                        intern(conn, event.sourceIPs[0] if event.sourceIPs else ""),
+                        intern(conn, event.userAgent),
+                        blob,
+                        offset,
+                        length,
+                    )
+                )
+                offset += length + 1
+            before = conn.total_changes
+            conn.executemany(_INSERT, rows)
+            stored = conn.total_changes - before
+            task.result = WriteResult(stored=stored, duplicates=len(rows) - stored)
+            self.duplicates += len(rows) - stored
+        conn.execute("UPDATE blobs SET max_time = ? WHERE id = ?", (max_time, blob))
+
+    def reject(self, bad: list[BadItem], cluster: str = "") -> None:
+        """Keep undecodable items (their first KB) for ``auditsink rejected``."""
+        if not bad:
+            return
+        now = time.time()
+        rows = [
+            (now, cluster, f"item {item.index}: {item.error}", item.snippet.encode()[:_REJECTED_BODY_BYTES])
+            for item in bad
+        ]
+
+        def job(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.executemany(
+                    "INSERT INTO rejected (time, cluster, error, body) VALUES (?,?,?,?)", rows
+                )
+
+        self.run_in_writer(job)
+
+    # -- retention -------------------------------------------------------------------------
+
+    def prune(self, older_than: int, chunk: int = 20_000) -> int:
+        """Delete events with time < ``older_than`` (µs), in small transactions; returns count.
+
+        Runs on the writer thread in chunks so ingest commits interleave with pruning.
+        """
+        deleted = 0
+        while True:
+            done = threading.Event()
+            counts: list[int] = []
+
+            def job(conn: sqlite3.Connection) -> None:
+                try:
+                    with conn:
+                        cur = conn.execute(
+                            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ?"
+                            " ORDER BY time LIMIT ?)",
+                            (older_than, chunk),
+                        )
+                        counts.append(cur.rowcount)
+                        if cur.rowcount < chunk:
+                            # Every event of these blobs is older than the cutoff: all gone.
+                            conn.execute("DELETE FROM blobs WHERE max_time < ?", (older_than,))
+                finally:
+                    done.set()
+
+            self.run_in_writer(job)
+            done.wait()
+            count = counts[0] if counts else 0
+            deleted += count
+            if count < chunk:
+                return deleted
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                check_same_thread=False, timeout=30,
+            )
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def _resolve(self, values: Sequence[str]) -> list[int]:
+        conn = self._reader()
+        marks = ",".join("?" * len(values))
+        return [row[0] for row in conn.execute(f"SELECT id FROM strings WHERE value IN ({marks})", list(values))]
+
+    def _resolve_groups(self, groups: Sequence[str]) -> list[int]:
+        wanted = set(groups)
+        conn = self._reader()
+        ids = []
+        rows = conn.execute(
+            "SELECT id, value FROM strings WHERE substr(value, 1, ?) = ?",
+            (len(_GROUPS_PREFIX), _GROUPS_PREFIX),
+        )
+        for ident, value in rows:
+            if wanted.intersection(value[len(_GROUPS_PREFIX) :].split("\n")):
+                ids.append(ident)
+        return ids
+
+    def _blob(self, conn: sqlite3.Connection, blob: int) -> bytes:
+        data = self._blobs.get(blob)
+        if data is None:
+            row = conn.execute("SELECT data FROM blobs WHERE id = ?", (blob,)).fetchone()
+            data = zstandard.ZstdDecompressor().decompress(row[0]) if row else b""
+            self._blobs[blob] = data
+            if len(self._blobs) > _BLOB_CACHE:
+                self._blobs.popitem(last=False)
+        else:
+            self._blobs.move_to_end(blob)
+        return data
+
+    def query(
+        self,
+        selector: Selector,
+        limit: int = 100,
+        after_id: int = 0,
+        newest_first: bool = True,
+        before_id: int | None = None,
+    ) -> list[StoredEvent]:
+        """Matching events, newest first by default; page with ``before_id``/``after_id``."""
+        where, params = build_where(selector, self._resolve, self._resolve_groups)
+        if after_id:
+            where += " AND events.id > ?"
+            params.append(after_id)
+        if before_id is not None:
+            where += " AND events.id < ?"
+            params.append(before_id)
+        order = "DESC" if newest_first else "ASC"
+        # Order by time for time-ordered answers; id breaks ties and keeps paging stable.
+        sql = (
+            "SELECT events.id, strings.value, blob, offset, length FROM events"
+            f" JOIN strings ON strings.id = events.cluster WHERE {where}"
+            f" ORDER BY events.id {order} LIMIT ?"
+        )
+        params.append(limit)
+        conn = self._reader()
+        rows = conn.execute(sql, params).fetchall()
+        return [
+            StoredEvent(id=ident, cluster=cluster, raw=self._blob(conn, blob)[offset : offset + length])
+            for ident, cluster, blob, offset, length in rows
+        ]
+
+    def iter_all(self, selector: Selector, batch: int = 5000) -> Iterator[StoredEvent]:
+        """Every matching event in log order (export, replays)."""
+        after = 0
+        while True:
+            page = self.query(selector, limit=batch, after_id=after, newest_first=False)
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].id
+
+    def last_id(self) -> int:
+        """The newest log position (0 for an empty store)."""
+        row = self._reader().execute("SELECT max(id) FROM events").fetchone()
+        return row[0] or 0
+
+    def rejected(self, limit: int = 100) -> list[Rejected]:
+        """The most recent undecodable items."""
+        rows = self._reader().execute(
+            "SELECT id, time, cluster, error, body FROM rejected ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [Rejected(*row) for row in rows]
+
+    def stats(self, selector: Selector, top: int = 10) -> dict[str, object]:
+        """Counts for the overview: totals, top values, failures and events per hour."""
+        where, params = build_where(selector, self._resolve, self._resolve_groups)
+        conn = self._reader()
+
+        def top_of(column: str) -> list[dict[str, object]]:
+            sql = (
+                f"SELECT s.value, count(*) AS n FROM events JOIN strings s ON s.id = events.{column}"
+                f" WHERE {where} GROUP BY events.{column} ORDER BY n DESC LIMIT ?"
+            )
+            return [{"value": v, "count": n} for v, n in conn.execute(sql, [*params, top])]
+
+        total = conn.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()[0]
+        failures_sql = (
+            f"SELECT code, count(*) AS n FROM events WHERE {where} AND code >= 400"
+            " GROUP BY code ORDER BY n DESC"
+        )
+        hours_sql = (
+            f"SELECT time / 3600000000 AS hour, count(*) FROM events WHERE {where}"
+            " GROUP BY hour ORDER BY hour"
+        )
+        levels_sql = f"SELECT level, count(*) FROM events WHERE {where} GROUP BY level"
+        stages_sql = f"SELECT stage, count(*) FROM events WHERE {where} GROUP BY stage"
+        return {
+            "events": total,
+            "users": top_of("user"),
+            "verbs": top_of("verb"),
+            "resources": top_of("resource"),
+            "namespaces": top_of("namespace"),
+            "failures": [{"code": c, "count": n} for c, n in conn.execute(failures_sql, params)],
+            "levels": {LEVELS[lv]: n for lv, n in conn.execute(levels_sql, params)},
+            "stages": {STAGES[st]: n for st, n in conn.execute(stages_sql, params)},
+            "per_hour": [
+                {"hour": h * 3600, "count": n} for h, n in conn.execute(hours_sql, params)
+            ],
+            "rejected": conn.execute("SELECT count(*) FROM rejected").fetchone()[0],
+        }
+
+    def get_cursor(self, name: str) -> int:
+        """A consumer's durable position in the log."""
+        row = self._reader().execute("SELECT position FROM cursors WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
+    def size_bytes(self) -> int:
+        """The database file plus its WAL, in bytes."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        return total
+
+
+def _settle(future: asyncio.Future[WriteResult], task: _Task) -> None:
+    if future.cancelled():
+        return
+    if task.error is not None:
+        future.set_exception(task.error)
+    else:
+        future.set_result(task.result)
