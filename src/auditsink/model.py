@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -23,6 +23,8 @@ API_VERSION_V1BETA1 = "audit.k8s.io/v1beta1"
 ACCEPTED_API_VERSIONS = frozenset({API_VERSION, API_VERSION_V1BETA1, ""})
 
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
+Level = Literal["None", "Metadata", "Request", "RequestResponse"]
+Stage = Literal["RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"]
 LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 
@@ -69,9 +71,9 @@ class Event(msgspec.Struct, omit_defaults=True):
     Timestamps are kept as the sender wrote them (UTC, 6 fraction digits) so they round-trip.
     """
 
-    level: str
+    level: Level
     auditID: str
-    stage: str
+    stage: Stage
     requestURI: str = ""
     verb: str = ""
     user: UserInfo = msgspec.field(default_factory=UserInfo)
@@ -223,24 +225,27 @@ def split_body(body: bytes) -> list[msgspec.Raw] | list[bytes]:
     return [body]
 
 
-def _split_lines(body: bytes) -> list[bytes]:
-    """Newline-delimited events; blank lines are skipped, each line is one item."""
-    return [line for line in body.split(b"\n") if line.strip()]
+def _split_lines(body: bytes) -> list[msgspec.Raw] | list[bytes]:
+    """Newline-delimited events, or EventLists one per line (webhook captures).
+
+    Blank lines are skipped; a line whose head names ``EventList`` is split into its items.
+    """
+    items: list[Any] = []
+    for line in body.split(b"\n"):
+        if not line.strip():
+            continue
+        if b'"EventList"' in line[:200]:
+            items.extend(split_body(line))
+        else:
+            items.append(line)
+    return items
 
 
 def decode_item(raw: bytes) -> Event:
     """Decode one item to a v1 :class:`Event` (v1beta1 is upgraded). Raises msgspec errors."""
     event = _event_decoder.decode(raw)
-    if event.apiVersion == API_VERSION_V1BETA1:
-        upgrade_v1beta1(event, raw)
-    elif event.apiVersion not in ACCEPTED_API_VERSIONS:
-        raise msgspec.ValidationError(f"unsupported apiVersion {event.apiVersion!r}")
-    if event.kind not in ("Event", ""):
-        raise msgspec.ValidationError(f"unsupported kind {event.kind!r}: expected Event")
-    if event.level not in LEVEL_RANK:
-        raise msgspec.ValidationError(f"unknown level {event.level!r}")
-    if not event.auditID:
-        raise msgspec.ValidationError("auditID is empty")
+    if event.kind or event.apiVersion:
+        _normalize(event, raw)
     return event
 
 
@@ -278,12 +283,18 @@ def decode_body(body: bytes) -> tuple[list[Item], list[BadItem]]:
     # Raw object bodies are not UTF-8-checked by the decoder: check the whole body once (fast)
     # and only look item by item when that fails.
     check_items = not _is_utf8(body)
+    decode = _event_decoder.decode
     for index, raw in enumerate(raws):
-        data = bytes(raw)
         try:
             if check_items:
-                data.decode("utf-8")
-            event = decode_item(data)
+                bytes(raw).decode("utf-8")
+            event = decode(raw)
+            if event.kind or event.apiVersion:
+                data = _normalize(event, bytes(raw))
+            else:
+                data = bytes(raw)
+            if not event.auditID:
+                raise msgspec.ValidationError("auditID is empty")
         except (
             msgspec.DecodeError,
             msgspec.ValidationError,
@@ -292,18 +303,29 @@ def decode_body(body: bytes) -> tuple[list[Item], list[BadItem]]:
         ) as exc:
             if isinstance(exc, RecursionError):
                 exc = ValueError("JSON nested too deeply")
-            bad.append(BadItem(index=index, error=str(exc), snippet=snippet(data)))
+            bad.append(BadItem(index=index, error=str(exc), snippet=snippet(bytes(raw))))
             continue
-        if event.kind or event.apiVersion:
-            # Store the v1 wire form (no kind/apiVersion, as webhook items have). Audit-log
-            # lines start with exactly this prefix, so slicing keeps their bytes intact.
-            if data.startswith(_LOG_PREFIX) and event.apiVersion == API_VERSION:
-                data = b"{" + data[len(_LOG_PREFIX) :].strip()
-            else:
-                data = _encoder.encode(event)
-            event.kind = event.apiVersion = ""
         good.append(Item(event=event, raw=data))
     return good, bad
+
+
+def _normalize(event: Event, data: bytes) -> bytes:
+    """Check kind/apiVersion, upgrade v1beta1, and return the v1 webhook-item bytes."""
+    if event.kind not in ("Event", ""):
+        raise msgspec.ValidationError(f"unsupported kind {event.kind!r}: expected Event")
+    if event.apiVersion == API_VERSION_V1BETA1:
+        upgrade_v1beta1(event, data)
+    elif event.apiVersion not in ACCEPTED_API_VERSIONS:
+        raise msgspec.ValidationError(f"unsupported apiVersion {event.apiVersion!r}")
+    # Store the v1 wire form (no kind/apiVersion, as webhook items have). Audit-log lines start
+    # with exactly this prefix, so slicing keeps their bytes intact.
+    if data.startswith(_LOG_PREFIX):
+        data = b"{" + data[len(_LOG_PREFIX) :].strip()
+    else:
+        event.kind = event.apiVersion = ""
+        data = _encoder.encode(event)
+    event.kind = event.apiVersion = ""
+    return data
 
 
 def _is_utf8(data: bytes) -> bool:

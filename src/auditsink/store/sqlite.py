@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 from importlib import resources
 from urllib.parse import unquote, urlparse
 
@@ -39,9 +40,9 @@ from auditsink.timeutil import parse_timestamp
 
 SCHEMA_VERSION = "1"
 _INSERT = (
-    "INSERT OR IGNORE INTO events (time, audit_id, cluster, stage, level, verb, user, groups,"
-    " api_group, resource, subresource, namespace, name, code, source_ip, user_agent, blob,"
-    " offset, length) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT OR IGNORE INTO events (time, audit_id, cluster, stage, level, name, code, blob,"
+    " offset, length, verb, user, groups, source_ip, user_agent, api_group, resource,"
+    " subresource, namespace) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _REJECTED_BODY_BYTES = 4096
 # Group lists are interned as one string with this prefix, so no user or verb can collide.
@@ -107,7 +108,7 @@ class SQLiteStore:
         self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._ids: dict[str, int] = {}
-        self._group_ids: dict[str, int] = {}
+        self._key_ids: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._blobs: OrderedDict[int, bytes] = OrderedDict()
         self._local = threading.local()
         self.last_commit_seconds = 0.0
@@ -253,7 +254,7 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             # Ids handed out inside the failed transaction are gone: reload the dictionary.
             self._ids = dict(conn.execute("SELECT value, id FROM strings"))
-            self._group_ids.clear()
+            self._key_ids.clear()
             for task in tasks:
                 task.error = exc
             return
@@ -271,6 +272,15 @@ class SQLiteStore:
             self._ids[value] = ident
         return ident
 
+    def _intern_key(self, conn: sqlite3.Connection, key: tuple[Any, ...]) -> tuple[int, ...]:
+        verb, user, groups, source_ip, agent, api_group, resource, subresource, namespace = key
+        intern = self._intern
+        return (
+            intern(conn, verb), intern(conn, user), intern(conn, _GROUPS_PREFIX + "\n".join(groups)),
+            intern(conn, source_ip), intern(conn, agent), intern(conn, api_group),
+            intern(conn, resource), intern(conn, subresource), intern(conn, namespace),
+        )
+
     def _insert(self, conn: sqlite3.Connection, tasks: list[_Task]) -> None:
         """Compress the group's bodies into one blob, then insert one row per event."""
         raws: list[bytes] = []
@@ -282,10 +292,12 @@ class SQLiteStore:
         blob = conn.execute(
             "INSERT INTO blobs (max_time, data) VALUES (0, ?) RETURNING id", (data,)
         ).fetchone()[0]
-        intern = self._intern
         offset = 0
+        keys = self._key_ids
+        if len(keys) > 100_000:
+            keys.clear()
         for task in tasks:
-            cluster = intern(conn, task.cluster)
+            cluster = self._intern(conn, task.cluster)
             rows = []
             for item in task.items:
                 event = item.event
@@ -296,31 +308,21 @@ class SQLiteStore:
                 when = parse_timestamp(event.stageTimestamp)
                 if when > max_time:
                     max_time = when
-                groups = self._group_ids.get(user_groups := "\n".join(user.groups))
-                if groups is None:
-                    groups = self._group_ids[user_groups] = intern(conn, _GROUPS_PREFIX + user_groups)
+                # Most events share who/what/where with many others: look the whole tuple of
+                # dictionary ids up at once instead of one string at a time.
+                key = (
+                    event.verb, user.username, tuple(user.groups),
+                    event.sourceIPs[0] if event.sourceIPs else "", event.userAgent,
+                    ref.apiGroup if ref else "", ref.resource if ref else "",
+                    ref.subresource if ref else "", ref.namespace if ref else "",
+                )
+                ids = keys.get(key)
+                if ids is None:
+                    ids = keys[key] = self._intern_key(conn, key)
                 rows.append(
-                    (
-                        when,
-                        event.auditID,
-                        cluster,
-                        STAGE_INDEX.get(event.stage, 0),
-                        LEVEL_RANK[event.level],
-                        intern(conn, event.verb),
-                        intern(conn, user.username),
-                        groups,
-                        intern(conn, ref.apiGroup) if ref else 0,
-                        intern(conn, ref.resource) if ref else 0,
-                        intern(conn, ref.subresource) if ref else 0,
-                        intern(conn, ref.namespace) if ref else 0,
-                        ref.name if ref else "",
-                        status.code if status is not None else 0,
-                        intern(conn, event.sourceIPs[0] if event.sourceIPs else ""),
-                        intern(conn, event.userAgent),
-                        blob,
-                        offset,
-                        length,
-                    )
+                    (when, event.auditID, cluster, STAGE_INDEX.get(event.stage, 0),
+                     LEVEL_RANK[event.level], ref.name if ref else "",
+                     status.code if status is not None else 0, blob, offset, length) + ids
                 )
                 offset += length + 1
             before = conn.total_changes
