@@ -25,7 +25,7 @@ def text_line(event: Event, cluster: str = "") -> str:
         what = event.resource_path
         if ref.apiGroup:
             what = f"{what}.{ref.apiGroup}"
-        target = f"{ref.namespace}/{ref.name}" if ref.namespace else (ref.name or "-")
+        target = "/".join(part for part in (ref.namespace, ref.name) if part) or "-"
     else:
         what, target = event.requestURI.split("?", 1)[0] or "-", "-"
     user = event.user.username or "(anonymous)"

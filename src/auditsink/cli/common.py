@@ -27,14 +27,19 @@ def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -
         raise click.BadParameter(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"{path}: expected a mapping of settings at the top level")
-    known = {p.name for p in ctx.command.params if p.name}
+    # Keys are the long option names (`store`, `format`, `match`), dashes or underscores.
+    known: dict[str, str] = {}
+    for param in ctx.command.params:
+        for opt in getattr(param, "opts", []):
+            if opt.startswith("--") and param.name and param.name != "config":
+                known[opt[2:]] = param.name
     defaults: dict[str, Any] = {}
     for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
+        name = known.get(str(key).replace("_", "-"))
+        if name is None:
             raise click.BadParameter(
                 f"{path}: unknown key {key!r} for `auditsink {ctx.command.name}`; known keys: "
-                + ", ".join(sorted(k.replace("_", "-") for k in known if k != "config"))
+                + ", ".join(sorted(known))
             )
         defaults[name] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}

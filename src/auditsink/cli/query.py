@@ -23,7 +23,7 @@ def _row(stored: StoredEvent) -> tuple[str, ...]:
     event = decode_item(stored.raw)
     ref = event.objectRef
     resource = event.resource_path if ref else event.requestURI.split("?", 1)[0]
-    target = (f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name) if ref else ""
+    target = "/".join(part for part in (ref.namespace, ref.name) if part) if ref else ""
     return (event.stageTimestamp, stored.cluster or "-", event.user.username or "(anonymous)",
             event.verb, resource, target or "-", str(event.code or "-"), event.stage)
 
