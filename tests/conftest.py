@@ -16,7 +16,9 @@ def shared_path(*parts: str) -> Path:
     """A path inside ../shared, or skip the test with the reason when it is absent."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"{path} is absent: ../shared (real API-server traffic) is not beside this clone")
+        pytest.skip(
+            f"{path} is absent: ../shared (real API-server traffic) is not beside this clone"
+        )
     return path
 
 
@@ -67,11 +69,23 @@ class ServerProcess:
         self.stderr_path = workdir / "serve.stderr"
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
-        cmd = [sys.executable, "-m", "auditsink", "serve", "--listen", f"127.0.0.1:{self.port}",
-               "--api-listen", f"127.0.0.1:{self.api_port}" if self.api else "none", *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "auditsink",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--api-listen",
+            f"127.0.0.1:{self.api_port}" if self.api else "none",
+            *self.args,
+        ]
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
-                cmd, cwd=self.workdir, stdout=out, stderr=err,
+                cmd,
+                cwd=self.workdir,
+                stdout=out,
+                stderr=err,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         deadline = time.monotonic() + timeout
@@ -86,9 +100,15 @@ class ServerProcess:
                 time.sleep(0.05)
         raise RuntimeError("auditsink serve did not become healthy")
 
-    def exchange(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None, port: int | None = None,
-                 timeout: float = 30.0) -> tuple[int, dict[str, str], Any]:
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        port: int | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, dict[str, str], Any]:
         """One request on a new connection: status, lower-cased headers, JSON (or bytes)."""
         conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
         try:
@@ -103,10 +123,18 @@ class ServerProcess:
         except ValueError:
             return response.status, answer_headers, data
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None, port: int | None = None,
-                timeout: float = 30.0) -> tuple[int, Any]:
-        status, self.last_headers, answer = self.exchange(method, path, body, headers, port, timeout)
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        port: int | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, Any]:
+        status, self.last_headers, answer = self.exchange(
+            method, path, body, headers, port, timeout
+        )
         return status, answer
 
     def post(self, body: bytes, path: str = "/?timeout=30s", **headers: str) -> tuple[int, Any]:

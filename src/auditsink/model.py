@@ -29,6 +29,11 @@ LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 
 
+# A JSON value kept undecoded, or UNSET when absent (UNSET fields are never encoded; an empty
+# Raw would be encoded as nothing at all, which is invalid JSON). Both are falsy when absent.
+RawObject = msgspec.Raw | msgspec.UnsetType
+
+
 class ObjectReference(msgspec.Struct, omit_defaults=True):
     """The object a resource request was about. ``apiGroup`` "" is the core group."""
 
@@ -58,7 +63,7 @@ class Status(msgspec.Struct, omit_defaults=True):
     status: str = ""
     message: str = ""
     reason: str = ""
-    details: msgspec.Raw = msgspec.Raw()
+    details: RawObject = msgspec.UNSET
     code: int = 0
 
 
@@ -67,7 +72,8 @@ class Event(msgspec.Struct, omit_defaults=True):
 
     Only ``level``, ``auditID`` and ``stage`` are required; unknown fields are ignored so that
     newer clusters (which add fields) still decode. ``requestObject`` and ``responseObject`` stay
-    raw JSON (any JSON value: a JSON patch is an array) until someone reads them.
+    raw JSON (any JSON value: a JSON patch is an array) until someone reads them; they are
+    ``msgspec.UNSET`` when absent.
     Timestamps are kept as the sender wrote them (UTC, 6 fraction digits) so they round-trip.
     """
 
@@ -83,8 +89,8 @@ class Event(msgspec.Struct, omit_defaults=True):
     userAgent: str = ""
     objectRef: ObjectReference | None = None
     responseStatus: Status | None = None
-    requestObject: msgspec.Raw = msgspec.Raw()
-    responseObject: msgspec.Raw = msgspec.Raw()
+    requestObject: RawObject = msgspec.UNSET
+    responseObject: RawObject = msgspec.UNSET
     requestReceivedTimestamp: str = ""
     stageTimestamp: str = ""
     annotations: dict[str, str] = {}
@@ -376,8 +382,8 @@ def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
-def decode_object(raw: msgspec.Raw | bytes | None) -> Any:
-    """Decode a raw ``requestObject``/``responseObject``; ``None`` stays ``None``."""
-    if raw is None:
+def decode_object(raw: RawObject | bytes | None) -> Any:
+    """Decode a raw ``requestObject``/``responseObject``; absent (UNSET/None) is ``None``."""
+    if raw is None or raw is msgspec.UNSET:
         return None
     return msgspec.json.decode(raw)

@@ -34,12 +34,40 @@ def test_import_is_safe_to_rerun(loaded: str, fixtures_dir: Path) -> None:
 
 
 def test_who_created_and_deleted_pod_web(loaded: str) -> None:
-    out = _run("query", "--store", loaded, "--resource", "pods", "--namespace", "demo", "--name", "web",
-               "--verb", "create", "--verb", "delete", "--stage", "ResponseComplete", "--oldest-first").output
+    out = _run(
+        "query",
+        "--store",
+        loaded,
+        "--resource",
+        "pods",
+        "--namespace",
+        "demo",
+        "--name",
+        "web",
+        "--verb",
+        "create",
+        "--verb",
+        "delete",
+        "--stage",
+        "ResponseComplete",
+        "--oldest-first",
+    ).output
     lines = out.splitlines()
-    assert lines[0].split() == ["TIME", "CLUSTER", "USER", "VERB", "RESOURCE", "NAMESPACE/NAME", "CODE", "STAGE"]
+    assert lines[0].split() == [
+        "TIME",
+        "CLUSTER",
+        "USER",
+        "VERB",
+        "RESOURCE",
+        "NAMESPACE/NAME",
+        "CODE",
+        "STAGE",
+    ]
     assert [(r.split()[2], r.split()[3], r.split()[6]) for r in lines[1:]] == [
-        ("admin", "create", "201"), ("alice", "delete", "403"), ("admin", "delete", "200")]
+        ("admin", "create", "201"),
+        ("alice", "delete", "403"),
+        ("admin", "delete", "200"),
+    ]
 
 
 def test_everything_alice_did_as_jsonl(loaded: str) -> None:
@@ -87,7 +115,9 @@ def test_config_file_errors_name_file_and_key(tmp_path: Path) -> None:
 
 def test_read_api_answers_the_same(loaded: str, server_factory: Any, tmp_path: Path) -> None:
     path = loaded.split("///", 1)[1]
-    server = server_factory("--store", f"sqlite:///{os.path.relpath(path, tmp_path)}", "--format", "none")
+    server = server_factory(
+        "--store", f"sqlite:///{os.path.relpath(path, tmp_path)}", "--format", "none"
+    )
     status, page = server.api_get("/api/v1/events?user=alice&limit=4")
     assert status == 200 and len(page["events"]) == 4 and page["next"]
     status, rest = server.api_get(f"/api/v1/events?user=alice&limit=4&before={page['next']}")
@@ -101,3 +131,16 @@ def test_read_api_answers_the_same(loaded: str, server_factory: Any, tmp_path: P
     assert server.api_get("/api/v1/events?stage=Nope")[0] == 400
     assert server.api_get("/api/v1/stats")[1]["events"] == 974
     assert server.api_get("/openapi.json")[1]["openapi"].startswith("3.")
+
+
+def test_policy_simulate_and_suggest_read_the_store(loaded: str, fixtures_dir: Path) -> None:
+    policy = str(fixtures_dir / "audit-policy.yaml")
+    out = _run("policy", "simulate", "--policy", policy, "--store", loaded, "--format", "json").output
+    outcomes = [json.loads(line) for line in out.splitlines()]
+    assert len(outcomes) == 974
+    assert all(o["level"] == o["recordedLevel"] and o["logged"] for o in outcomes)
+    alice = _run("policy", "simulate", "--policy", policy, "--store", loaded, "--user", "alice",
+                 "--format", "json").output
+    assert len(alice.splitlines()) == 6
+    suggested = _run("policy", "suggest", "--store", loaded)
+    assert "apiVersion: audit.k8s.io/v1" in suggested.output

@@ -19,7 +19,9 @@ def _events_out(server: ServerProcess) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.stdout_path.read_text().splitlines() if line]
 
 
-def _wait_for_lines(server: ServerProcess, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+def _wait_for_lines(
+    server: ServerProcess, count: int, timeout: float = 10.0
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = _events_out(server)
@@ -29,13 +31,22 @@ def _wait_for_lines(server: ServerProcess, count: int, timeout: float = 10.0) ->
     return _events_out(server)
 
 
-def test_batch_replay_matches_the_api_servers_own_log(server_factory: Any, fixtures_dir: Path) -> None:
+def test_batch_replay_matches_the_api_servers_own_log(
+    server_factory: Any, fixtures_dir: Path
+) -> None:
     server = server_factory("--format", "json", "--store", "none", api=False)
     bodies = (fixtures_dir / "batch-bodies.jsonl").read_bytes().splitlines()
-    requests = [json.loads(line) for line in (fixtures_dir / "batch-requests.jsonl").read_text().splitlines()]
+    requests = [
+        json.loads(line)
+        for line in (fixtures_dir / "batch-requests.jsonl").read_text().splitlines()
+    ]
     for body, request in zip(bodies, requests):
         # The exact path and headers the API server sent (minus the credential).
-        headers = {k: v for k, v in request["headers"].items() if k not in ("Authorization", "Host", "Content-Length")}
+        headers = {
+            k: v
+            for k, v in request["headers"].items()
+            if k not in ("Authorization", "Host", "Content-Length")
+        }
         status, answer = server.request("POST", request["path"], body, headers)
         assert status == 200, answer
         assert answer["rejected"] == 0
@@ -70,7 +81,9 @@ def test_falco_traces_are_accepted(server_factory: Any, falco_dir: Path) -> None
     out = _wait_for_lines(server, expected)
     assert len(out) == expected > 40
     # v1beta1 traces are upgraded to v1
-    assert all(e["apiVersion"] == "audit.k8s.io/v1" and "requestReceivedTimestamp" in e for e in out)
+    assert all(
+        e["apiVersion"] == "audit.k8s.io/v1" and "requestReceivedTimestamp" in e for e in out
+    )
 
 
 def test_seed_configuration_works_unchanged(server_factory: Any, tmp_path: Path) -> None:
@@ -80,17 +93,21 @@ def test_seed_configuration_works_unchanged(server_factory: Any, tmp_path: Path)
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 8080)) == 0:
             pytest.skip("port 8080 is in use on this machine; the seed's kubeconfig needs it")
-    server = ServerProcess(tmp_path, "--format", "text", "--api-listen", f"127.0.0.1:{free_port()}", api=False)
+    server = ServerProcess(
+        tmp_path, "--format", "text", "--api-listen", f"127.0.0.1:{free_port()}", api=False
+    )
     server.args = ["--listen", "127.0.0.1:8080", *server.args]
     server.port = 8080
     # `--listen` given twice: the last one wins, exactly as a user would type it.
     server.start()
     try:
         # client-go over plain http sends no credentials (fixtures README): POST / ?timeout=30s.
-        body = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":[' \
-               b'{"level":"Metadata","auditID":"seed-1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/default/pods","verb":"create",' \
-               b'"user":{"username":"kubernetes-admin"},"objectRef":{"resource":"pods","namespace":"default","name":"nginx","apiVersion":"v1"},' \
-               b'"responseStatus":{"metadata":{},"code":201},"requestReceivedTimestamp":"2026-11-26T10:00:00.000001Z","stageTimestamp":"2026-11-26T10:00:00.000002Z"}]}\n'
+        body = (
+            b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":['
+            b'{"level":"Metadata","auditID":"seed-1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/default/pods","verb":"create",'
+            b'"user":{"username":"kubernetes-admin"},"objectRef":{"resource":"pods","namespace":"default","name":"nginx","apiVersion":"v1"},'
+            b'"responseStatus":{"metadata":{},"code":201},"requestReceivedTimestamp":"2026-11-26T10:00:00.000001Z","stageTimestamp":"2026-11-26T10:00:00.000002Z"}]}\n'
+        )
         status, answer = server.post(body, "/?timeout=30s")
         assert status == 200 and answer["stored"] == 1
         deadline = time.monotonic() + 5
@@ -106,28 +123,48 @@ def test_seed_configuration_works_unchanged(server_factory: Any, tmp_path: Path)
 
 
 def _event(audit_id: str, **extra: Any) -> dict[str, Any]:
-    event = {"level": "Metadata", "auditID": audit_id, "stage": "ResponseComplete", "verb": "get",
-             "requestURI": "/api/v1/namespaces/x/pods/y", "user": {"username": "u"},
-             "objectRef": {"resource": "pods", "namespace": "x", "name": "y", "apiVersion": "v1"},
-             "requestReceivedTimestamp": "2026-11-26T10:00:00.000001Z",
-             "stageTimestamp": "2026-11-26T10:00:00.000002Z"}
+    event = {
+        "level": "Metadata",
+        "auditID": audit_id,
+        "stage": "ResponseComplete",
+        "verb": "get",
+        "requestURI": "/api/v1/namespaces/x/pods/y",
+        "user": {"username": "u"},
+        "objectRef": {"resource": "pods", "namespace": "x", "name": "y", "apiVersion": "v1"},
+        "requestReceivedTimestamp": "2026-11-26T10:00:00.000001Z",
+        "stageTimestamp": "2026-11-26T10:00:00.000002Z",
+    }
     event.update(extra)
     return event
 
 
 def _list(*items: Any) -> bytes:
-    return json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": list(items)}).encode()
+    return json.dumps(
+        {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": list(items)}
+    ).encode()
 
 
-def test_bad_bodies_get_documented_answers_and_the_server_keeps_serving(server_factory: Any) -> None:
+def test_bad_bodies_get_documented_answers_and_the_server_keeps_serving(
+    server_factory: Any,
+) -> None:
     server = server_factory("--format", "none", "--max-body", "1MiB", "--body-timeout", "1")
     cases: list[tuple[str, bytes, dict[str, str], int]] = [
         ("empty body", b"", {}, 400),
         ("truncated JSON", _list(_event("a"))[:-10], {}, 400),
         ("not JSON", b"hello world", {}, 400),
         ("wrong kind", b'{"kind":"PodList","apiVersion":"audit.k8s.io/v1","items":[]}', {}, 400),
-        ("wrong apiVersion", b'{"kind":"EventList","apiVersion":"audit.k8s.io/v2","items":[]}', {}, 400),
-        ("deeply nested JSON", b'{"kind":"EventList","items":[' + b"[" * 100_000 + b"]" * 100_000 + b"]}", {}, 400),
+        (
+            "wrong apiVersion",
+            b'{"kind":"EventList","apiVersion":"audit.k8s.io/v2","items":[]}',
+            {},
+            400,
+        ),
+        (
+            "deeply nested JSON",
+            b'{"kind":"EventList","items":[' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+            {},
+            400,
+        ),
         ("invalid gzip", b"\x1f\x8b\x08\x00garbage", {"Content-Encoding": "gzip"}, 400),
         ("body over the limit", b" " * (1024 * 1024 + 1), {}, 413),
         ("wrong media type", _list(_event("a")), {"Content-Type": "application/xml"}, 415),
@@ -148,9 +185,14 @@ def test_bad_bodies_get_documented_answers_and_the_server_keeps_serving(server_f
 def test_bad_items_do_not_cost_their_neighbours(server_factory: Any) -> None:
     server = server_factory("--format", "none")
     good = [_event(f"good-{i}") for i in range(398)]
-    body = _list(*good[:100], 42, *good[100:200], {"level": 7, "auditID": "x", "stage": "y"}, *good[200:])
+    body = _list(
+        *good[:100], 42, *good[100:200], {"level": 7, "auditID": "x", "stage": "y"}, *good[200:]
+    )
     # An item with invalid UTF-8 inside a raw object.
-    body = body[:-2] + b',{"level":"Metadata","auditID":"bad-utf8","stage":"ResponseComplete","requestObject":"\xff\xfe"}]}'
+    body = (
+        body[:-2]
+        + b',{"level":"Metadata","auditID":"bad-utf8","stage":"ResponseComplete","requestObject":"\xff\xfe"}]}'
+    )
     status, answer = server.post(body)
     assert status == 200
     assert answer == {"stored": 398, "duplicates": 0, "rejected": 3}
@@ -165,11 +207,30 @@ def test_accepted_body_forms(server_factory: Any) -> None:
     server = server_factory("--format", "none")
     forms = {
         "eventlist": _list(_event("f1")),
-        "v1beta1 eventlist": json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1beta1", "items": [
-            {**_event("f2"), "timestamp": "2026-11-26T10:00:00Z", "metadata": {"creationTimestamp": "2026-11-26T10:00:00Z"}}]}).encode(),
-        "single event": json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", **_event("f3")}).encode(),
+        "v1beta1 eventlist": json.dumps(
+            {
+                "kind": "EventList",
+                "apiVersion": "audit.k8s.io/v1beta1",
+                "items": [
+                    {
+                        **_event("f2"),
+                        "timestamp": "2026-11-26T10:00:00Z",
+                        "metadata": {"creationTimestamp": "2026-11-26T10:00:00Z"},
+                    }
+                ],
+            }
+        ).encode(),
+        "single event": json.dumps(
+            {"kind": "Event", "apiVersion": "audit.k8s.io/v1", **_event("f3")}
+        ).encode(),
         "json array": json.dumps([_event("f4"), _event("f5")]).encode(),
-        "audit log lines": b"\n".join(json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", **_event(f"f{i}")}).encode() for i in (6, 7)) + b"\n",
+        "audit log lines": b"\n".join(
+            json.dumps(
+                {"kind": "Event", "apiVersion": "audit.k8s.io/v1", **_event(f"f{i}")}
+            ).encode()
+            for i in (6, 7)
+        )
+        + b"\n",
     }
     stored = 0
     for label, body in forms.items():
@@ -187,7 +248,9 @@ def test_accepted_body_forms(server_factory: Any) -> None:
 def test_slow_client_times_out_without_blocking_others(server_factory: Any) -> None:
     server = server_factory("--format", "none", "--body-timeout", "1", api=False)
     slow = socket.create_connection(("127.0.0.1", server.port))
-    slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+    slow.sendall(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    )
     status, _ = server.post(_list(_event("meanwhile")))
     assert status == 200
     slow.settimeout(5)
@@ -204,8 +267,15 @@ def test_overload_answers_429_with_retry_after(server_factory: Any) -> None:
     retry_after: list[str] = []
 
     def send(n: int) -> None:
-        body = _list(*[_event(f"o{n}-{i}", requestObject={"pad": "x" * 2000}, level="Request") for i in range(400)])
-        status, headers, _ = server.exchange("POST", "/", body, {"Content-Type": "application/json"})
+        body = _list(
+            *[
+                _event(f"o{n}-{i}", requestObject={"pad": "x" * 2000}, level="Request")
+                for i in range(400)
+            ]
+        )
+        status, headers, _ = server.exchange(
+            "POST", "/", body, {"Content-Type": "application/json"}
+        )
         statuses.append(status)
         if status == 429:
             retry_after.append(headers.get("retry-after", ""))
@@ -227,7 +297,10 @@ def test_metrics_health_and_ready(server_factory: Any) -> None:
     assert server.request("GET", "/readyz")[0] == 200
     status, text = server.request("GET", "/metrics")
     text = text.decode()
-    assert 'auditsink_events_received_total{cluster="",verb="get",level="Metadata",stage="ResponseComplete"} 1' in text
+    assert (
+        'auditsink_events_received_total{cluster="",verb="get",level="Metadata",stage="ResponseComplete"} 1'
+        in text
+    )
     assert 'auditsink_http_requests_total{code="200"} 1' in text
     assert "auditsink_request_duration_seconds_count 1" in text
     assert "auditsink_store_queue_events 0" in text

@@ -18,14 +18,29 @@ from conftest import ServerProcess
 
 def _batch(n: int) -> tuple[list[str], bytes]:
     ids = [str(uuid.uuid4()) for _ in range(n)]
-    items = [{"level": "Request", "auditID": i, "stage": "ResponseComplete", "verb": "create",
-              "user": {"username": "loader", "groups": ["system:authenticated"]},
-              "objectRef": {"resource": "configmaps", "namespace": "load", "name": i[:8], "apiVersion": "v1"},
-              "requestObject": {"kind": "ConfigMap", "data": {"k": "v" * 300}},
-              "responseStatus": {"metadata": {}, "code": 201},
-              "requestReceivedTimestamp": "2026-11-26T10:00:00.000001Z",
-              "stageTimestamp": "2026-11-26T10:00:00.000002Z"} for i in ids]
-    return ids, json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}).encode()
+    items = [
+        {
+            "level": "Request",
+            "auditID": i,
+            "stage": "ResponseComplete",
+            "verb": "create",
+            "user": {"username": "loader", "groups": ["system:authenticated"]},
+            "objectRef": {
+                "resource": "configmaps",
+                "namespace": "load",
+                "name": i[:8],
+                "apiVersion": "v1",
+            },
+            "requestObject": {"kind": "ConfigMap", "data": {"k": "v" * 300}},
+            "responseStatus": {"metadata": {}, "code": 201},
+            "requestReceivedTimestamp": "2026-11-26T10:00:00.000001Z",
+            "stageTimestamp": "2026-11-26T10:00:00.000002Z",
+        }
+        for i in ids
+    ]
+    return ids, json.dumps(
+        {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}
+    ).encode()
 
 
 def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
@@ -44,7 +59,7 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
                 conn.request("POST", "/?timeout=30s", body, {"Content-Type": "application/json"})
                 status = conn.getresponse().status
                 conn.close()
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pending = (ids, body)  # unacknowledged: resend it, as the API server would
                 time.sleep(0.02)
                 continue

@@ -75,8 +75,14 @@ def test_retries_in_any_order_are_stored_once(tmp_path: Path, fixtures_dir: Path
 def test_dedup_key_is_not_the_audit_id_alone(tmp_path: Path) -> None:
     # A client can choose its own Audit-ID; a reused one must not hide a later event.
     lines = [
-        {"level": "Metadata", "auditID": "chosen", "stage": "ResponseComplete", "verb": "get",
-         "stageTimestamp": f"2026-11-26T10:00:0{i}.000000Z", "requestReceivedTimestamp": "2026-11-26T10:00:00.000000Z"}
+        {
+            "level": "Metadata",
+            "auditID": "chosen",
+            "stage": "ResponseComplete",
+            "verb": "get",
+            "stageTimestamp": f"2026-11-26T10:00:0{i}.000000Z",
+            "requestReceivedTimestamp": "2026-11-26T10:00:00.000000Z",
+        }
         for i in range(3)
     ]
     items, _ = decode_body(json.dumps(lines).encode())
@@ -91,15 +97,29 @@ def test_selectors_answer_the_common_questions(tmp_path: Path, fixtures_dir: Pat
     store.write(_fixture_items(fixtures_dir))
 
     def ask(**kwargs: Any) -> list[dict[str, Any]]:
-        return [json.loads(e.raw) for e in store.query(Selector(**kwargs), limit=1000, newest_first=False)]
+        return [
+            json.loads(e.raw)
+            for e in store.query(Selector(**kwargs), limit=1000, newest_first=False)
+        ]
 
-    web = ask(resources=["pods"], namespaces=["demo"], names=["web"], verbs=["create", "delete"],
-              stages=["ResponseComplete"])
+    web = ask(
+        resources=["pods"],
+        namespaces=["demo"],
+        names=["web"],
+        verbs=["create", "delete"],
+        stages=["ResponseComplete"],
+    )
     assert [(e["user"]["username"], e["verb"], e["responseStatus"]["code"]) for e in web] == [
-        ("admin", "create", 201), ("alice", "delete", 403), ("admin", "delete", 200)]
+        ("admin", "create", 201),
+        ("alice", "delete", 403),
+        ("admin", "delete", 200),
+    ]
     alice = ask(users=["alice"])
     assert {(e["verb"], e["objectRef"]["resource"]) for e in alice} == {
-        ("list", "secrets"), ("list", "pods"), ("delete", "pods")}
+        ("list", "secrets"),
+        ("list", "pods"),
+        ("delete", "pods"),
+    }
     forbidden = ask(codes=["403"])
     assert {e["user"]["username"] for e in forbidden} == {"alice"} and len(forbidden) == 2
     client_errors = ask(codes=["4xx"])

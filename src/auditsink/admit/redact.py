@@ -85,7 +85,7 @@ def redact_item(item: Item) -> Item:
         return item
     changed = False
     for field in ("requestObject", "responseObject"):
-        raw: msgspec.Raw = getattr(event, field)
+        raw = getattr(event, field)
         if not raw:
             continue
         try:

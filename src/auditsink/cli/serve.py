@@ -59,14 +59,14 @@ def _build_pipeline(store_url: str, fmt: str, matches: tuple[str, ...], policy_f
 
 
 def _load_policy(path: str) -> Any:
-    try:
-        from auditsink.admit import policy as policy_module
-    except ImportError:  # pragma: no cover
-        raise click.ClickException("the policy engine is not available in this build") from None
+    from auditsink.admit import policy as policy_module
+
     try:
         compiled = policy_module.load_policy(path)
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    for warning in compiled.warnings:
+        log.warning("%s", warning)
     return lambda item: policy_module.apply_policy(compiled, item)
 
 

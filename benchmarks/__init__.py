@@ -1,0 +1,1 @@
+"""auditsink benchmarks: run each module with ``python -m benchmarks.<name>`` (see README.md)."""

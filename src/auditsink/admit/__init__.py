@@ -1,0 +1,1 @@
+"""Admission: what happens to an event between decode and store (match, policy, redact)."""
