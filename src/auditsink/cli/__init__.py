@@ -20,4 +20,5 @@ def main() -> None:
 # Command modules register themselves on ``main``; keep this list sorted.
 from auditsink.cli import policy  # noqa: E402,F401
 from auditsink.cli import query  # noqa: E402,F401
+from auditsink.cli import rules  # noqa: E402,F401
 from auditsink.cli import serve  # noqa: E402,F401
