@@ -93,7 +93,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"auditsink serve exited: {self.stderr_path.read_text()}")
             try:
-                status, _ = self.request("GET", "/healthz")
+                # The read API answers /healthz too, in plain http even when ingest is mTLS.
+                status, _ = self.request("GET", "/healthz", port=self.api_port if self.api else None)
                 if status == 200:
                     return self
             except OSError:

@@ -64,7 +64,7 @@ class Pipeline:
         return kept
 
     def note_bad(self, bad: list[BadItem], cluster: str) -> None:
-        """Count, log (a snippet, never a whole object) and keep undecodable items."""
+        """Count and log undecodable items (a snippet, never a whole object)."""
         if not bad:
             return
         self.metrics.bad_items += len(bad)
@@ -75,15 +75,16 @@ class Pipeline:
             )
         if len(bad) > 5:
             log.warning("... and %d more rejected items in the same batch", len(bad) - 5)
-        if self.store is not None:
-            self.store.reject(bad, cluster)
 
     async def ingest(self, items: list[Item], bad: list[BadItem], cluster: str = "") -> WriteResult:
-        """Admit, commit (waits for durability), then print; returns what was stored."""
+        """Admit, commit (waits for durability), then print; returns what was stored.
+
+        Undecodable items are committed in the same transaction, for ``auditsink rejected``.
+        """
         self.note_bad(bad, cluster)
         kept = self.admit(items, cluster)
-        if self.store is not None and kept:
-            result = await self.store.submit(kept, cluster)
+        if self.store is not None and (kept or bad):
+            result = await self.store.submit(kept, cluster, bad)
             self.metrics.duplicates += result.duplicates
         else:
             result = WriteResult(stored=len(kept))
@@ -95,8 +96,8 @@ class Pipeline:
         """The same as :meth:`ingest` from a plain thread (``auditsink import``)."""
         self.note_bad(bad, cluster)
         kept = self.admit(items, cluster)
-        if self.store is not None and kept:
-            result = self.store.write(kept, cluster)
+        if self.store is not None and (kept or bad):
+            result = self.store.write(kept, cluster, bad)
             self.metrics.duplicates += result.duplicates
         else:
             result = WriteResult(stored=len(kept))

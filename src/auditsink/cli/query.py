@@ -14,7 +14,9 @@ from auditsink.cli.common import config_option, open_existing_store, selector_fr
 from auditsink.model import decode_item, to_log_line
 from auditsink.printer import text_line
 from auditsink.query.builder import SelectorError
-from auditsink.store.base import Selector, StoredEvent
+from auditsink.rules.priority import PRIORITIES, RANK, parse_priority
+from auditsink.store.base import AlertSelector, Selector, StoredEvent
+from auditsink.timeutil import format_micros, parse_when
 
 _TABLE_COLUMNS = ("TIME", "CLUSTER", "USER", "VERB", "RESOURCE", "NAMESPACE/NAME", "CODE", "STAGE")
 
@@ -168,3 +170,48 @@ def rejected_command(store_url: str, limit: int) -> None:
     for entry in store.rejected(limit):
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.time))
         click.echo(f"{when} {entry.cluster or '-'} {entry.error}\n  {entry.body[:200].decode('utf-8', 'replace')}")
+
+
+def alert_selector(rules: tuple[str, ...], priority: str | None, clusters: tuple[str, ...],
+                   since: str | None, until: str | None) -> AlertSelector:
+    """An AlertSelector from CLI flags or query parameters."""
+    selector = AlertSelector(rules=list(rules), clusters=list(clusters))
+    try:
+        if priority:
+            selector.min_priority = RANK[parse_priority(priority)]
+        selector.since = parse_when(since) if since else None
+        selector.until = parse_when(until) if until else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return selector
+
+
+@main.command("alerts")
+@config_option
+@store_option
+@click.option("--rule", "rules", multiple=True, help="Rule name (repeatable).")
+@click.option("--priority", help="At least this severe: EMERGENCY, ALERT, CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG.")
+@click.option("--cluster", "clusters", multiple=True)
+@click.option("--since", help="Only alerts after: 30m, 2h, 7d (ago) or RFC 3339.")
+@click.option("--until")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def alerts_command(store_url: str, rules: tuple[str, ...], priority: str | None,
+                   clusters: tuple[str, ...], since: str | None, until: str | None, limit: int,
+                   fmt: str) -> None:
+    """Alerts raised by the detection rules, newest first, each with its auditID.
+
+    \b
+      auditsink alerts --priority WARNING --since 24h
+      auditsink show AUDIT_ID        # the events behind an alert
+    """
+    store = open_existing_store(store_url)
+    found = store.alerts(alert_selector(rules, priority, clusters, since, until), limit=limit)
+    if fmt == "json":
+        click.echo(json.dumps([a.to_dict() for a in found], indent=2))
+        return
+    for alert in found:
+        cluster = f" [{alert.cluster}]" if alert.cluster else ""
+        click.echo(f"{format_micros(alert.time)}{cluster} {PRIORITIES[alert.priority]:<8} {alert.rule}: "
+                   f"{alert.output}  (auditID {alert.audit_id})")
+

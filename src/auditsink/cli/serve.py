@@ -17,6 +17,8 @@ from auditsink.model import BodyError, decode_body, iter_file_bodies
 from auditsink.pipeline import Pipeline
 from auditsink.printer import FORMATS, Printer
 from auditsink.receive.app import DEFAULT_MAX_BODY
+from auditsink.receive.auth import AuthConfigError, Authenticator
+from auditsink.receive.tls import uvicorn_tls_kwargs
 from auditsink.receive.server import ConfigError, ServeOptions, serve
 from auditsink.store.base import StoreError, open_store
 from auditsink.timeutil import parse_duration
@@ -108,6 +110,15 @@ def _pipeline_options(f: Any) -> Any:
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="Bearer tokens, one per line: TOKEN[,CLUSTER].")
 @click.option("--basic-auth-file", type=click.Path(exists=True, dir_okay=False), help="Basic auth lines USER:PASSWORD[:CLUSTER]; bcrypt hashes accepted.")
 @click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without TLS and authentication.")
+@click.option("--rules", "rule_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Falco-format rule files for the k8s_audit source (repeatable; default: the built-in rules).")
+@click.option("--no-rules", is_flag=True, help="Do not evaluate detection rules.")
+@click.option("--notify", "notify_specs", multiple=True, metavar="KIND[:URL]",
+              help="Send alerts: stdout, webhook:URL or slack:URL (repeatable).")
+@click.option("--notify-min-priority", default="WARNING", show_default=True,
+              help="Only notify alerts at least this severe (EMERGENCY ... DEBUG).")
+@click.option("--notify-rate", default=10, show_default=True,
+              help="At most this many notifications per rule per minute (0: no limit).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 def serve_command(listen: str, paths: tuple[str, ...], fmt: str, store_url: str, matches: tuple[str, ...],
@@ -115,7 +126,9 @@ def serve_command(listen: str, paths: tuple[str, ...], fmt: str, store_url: str,
                   body_timeout: float, queue_events: int, retention: str | None, api_listen: str, api_token_file: str | None,
                   tls_cert: str | None, tls_key: str | None, client_ca: str | None,
                   allowed_cns: tuple[str, ...], token_file: str | None, basic_auth_file: str | None,
-                  insecure: bool, log_format: str, log_level: str) -> None:
+                  insecure: bool, rule_files: tuple[str, ...], no_rules: bool,
+                  notify_specs: tuple[str, ...], notify_min_priority: str, notify_rate: int,
+                  log_format: str, log_level: str) -> None:
     """Receive audit events from kube-apiserver's webhook, store and print them.
 
     \b
@@ -134,7 +147,8 @@ def serve_command(listen: str, paths: tuple[str, ...], fmt: str, store_url: str,
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--retention") from None
     if tls_cert:
-        options.tls = _tls_kwargs(tls_cert, tls_key, client_ca, bool(token_file or basic_auth_file))
+        options.tls = uvicorn_tls_kwargs(tls_cert, tls_key, client_ca,
+                                         header_auth=bool(token_file or basic_auth_file))
     options.authenticator = _authenticator(token_file, basic_auth_file, client_ca, allowed_cns)
     api_token = None
     if api_token_file:
@@ -158,36 +172,57 @@ def serve_command(listen: str, paths: tuple[str, ...], fmt: str, store_url: str,
         from auditsink.query.api import ReadAPI
 
         api_app = ReadAPI(pipeline.store, token=api_token)
+    consumers = _consumers(pipeline, rule_files, no_rules, notify_specs, notify_min_priority,
+                           notify_rate, f"http://{options.api_listen}" if api_app else "")
     store_desc = pipeline.store.url if pipeline.store else "nowhere (--store none)"
     scheme = "https" if options.tls else "http"
     log.info("auditsink listening on %s://%s, storing to %s%s", scheme, listen, store_desc,
              f"; read API on http://{options.api_listen}" if api_app else "")
     try:
-        serve(pipeline, options, api_app)
+        serve(pipeline, options, api_app, consumers)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 
 
-def _tls_kwargs(cert: str, key: str | None, client_ca: str | None, other_auth: bool) -> dict[str, Any]:
-    try:
-        from auditsink.receive.tls import uvicorn_tls_kwargs
-    except ImportError:
-        import ssl
+def _consumers(pipeline: Pipeline, rule_files: tuple[str, ...], no_rules: bool,
+               notify_specs: tuple[str, ...], min_priority: str, rate: int, link_base: str) -> list[Any]:
+    """The rules detector and one delivery loop per notifier, reading the store."""
+    store = pipeline.store
+    if store is None:
+        if notify_specs or rule_files:
+            raise click.UsageError("--rules and --notify read the store: they need --store")
+        return []
+    consumers: list[Any] = []
+    if not no_rules:
+        from auditsink.detect import Detector
+        from auditsink.rules.engine import load_rules
 
-        kwargs: dict[str, Any] = {"ssl_certfile": cert, "ssl_keyfile": key}
-        if client_ca:
-            kwargs["ssl_ca_certs"] = client_ca
-            kwargs["ssl_cert_reqs"] = ssl.CERT_OPTIONAL if other_auth else ssl.CERT_REQUIRED
-        return kwargs
-    return uvicorn_tls_kwargs(cert, key, client_ca, other_auth)
+        try:
+            ruleset = load_rules(list(rule_files) or None)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        detector = Detector(store, ruleset)
+        pipeline.metrics.gauge("auditsink_rules_lag_events", "Committed events not yet evaluated by the rules.",
+                               detector.lag)
+        pipeline.metrics.gauge("auditsink_alerts_raised", "Alerts raised since start.", lambda: detector.raised)
+        consumers.append(detector)
+    elif notify_specs:
+        raise click.UsageError("--notify sends the alerts of the rules: drop --no-rules")
+    from auditsink.notify.base import Delivery, build, parse_notify
+
+    for spec in notify_specs:
+        try:
+            config = parse_notify(spec, min_priority=min_priority, rate_per_minute=rate, link_base=link_base)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--notify") from None
+        consumers.append(Delivery(store, build(config)))
+    return consumers
 
 
 def _authenticator(token_file: str | None, basic_auth_file: str | None, client_ca: str | None,
                    allowed_cns: tuple[str, ...]) -> Any:
     if not (token_file or basic_auth_file or client_ca):
         return None
-    from auditsink.receive.auth import AuthConfigError, Authenticator
-
     try:
         return Authenticator(token_file=token_file, basic_auth_file=basic_auth_file,
                              client_ca=client_ca, allowed_cns=list(allowed_cns) or None)

@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from auditsink.query.builder import SelectorError
-from auditsink.store.base import Selector, Store
+from auditsink.rules.priority import RANK, parse_priority
+from auditsink.store.base import AlertSelector, Selector, Store
 from auditsink.timeutil import parse_when
 
 _LIST_PARAMS = {
@@ -70,6 +71,19 @@ def openapi() -> dict[str, Any]:
                 "parameters": [{"name": "auditID", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "the stages", "content": {"application/json": {"schema": event_list}}},
                               "404": {"description": "no such request"}}}},
+            "/api/v1/alerts": {"get": {
+                "summary": "Alerts raised by the detection rules, newest first",
+                "parameters": [
+                    {"name": "rule", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}},
+                    {"name": "priority", "in": "query", "schema": {"type": "string"}, "description": "at least this severe"},
+                    {"name": "cluster", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}},
+                    {"name": "auditID", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}},
+                    {"name": "since", "in": "query", "schema": {"type": "string"}},
+                    {"name": "until", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": MAX_LIMIT}},
+                    {"name": "before", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "a page of alerts", "content": {"application/json": {"schema": {"type": "object"}}}},
+                              "400": {"description": "invalid filter"}}}},
             "/api/v1/stats": {"get": {
                 "summary": "Top users, verbs, resources, namespaces, failures, events per hour",
                 "parameters": params,
@@ -117,6 +131,8 @@ class ReadAPI:
             if not events:
                 return 404, {"error": f"no events with auditID {audit_id!r}"}
             return 200, {"events": [_doc(e) for e in events], "next": None}
+        if path == "/api/v1/alerts":
+            return 200, self.alerts(query)
         if path == "/api/v1/stats":
             return 200, self.store.stats(selector_from_query(query))
         if path in ("/openapi.json", "/api/v1/openapi.json"):
@@ -124,6 +140,15 @@ class ReadAPI:
         if path in ("/healthz", "/readyz"):
             return 200, {"status": "ok"}
         return 404, {"error": f"no such endpoint {path}", "see": "/openapi.json"}
+
+    def alerts(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        """One page of alerts, newest first, with a cursor for the next page."""
+        limit = min(int(query.get("limit", ["100"])[0]), MAX_LIMIT)
+        before = query.get("before", [""])[0]
+        found = self.store.alerts(alert_selector_from_query(query), limit=limit,
+                                  before_id=int(before) if before else None)
+        more = len(found) == limit and limit > 0
+        return {"alerts": [a.to_dict() for a in found], "next": str(found[-1].id) if more else None}
 
     def events(self, query: dict[str, list[str]]) -> dict[str, Any]:
         """One page of events, newest first, with a cursor for the next page."""
@@ -133,6 +158,19 @@ class ReadAPI:
         events = self.store.query(selector, limit=limit, before_id=int(before) if before else None)
         more = len(events) == limit and limit > 0
         return {"events": [_doc(e) for e in events], "next": str(events[-1].id) if more else None}
+
+
+def alert_selector_from_query(query: dict[str, list[str]]) -> AlertSelector:
+    """AlertSelector from ``rule``, ``priority``, ``cluster``, ``since``, ``until``."""
+    selector = AlertSelector(rules=query.get("rule", []), clusters=query.get("cluster", []),
+                             audit_ids=query.get("auditID", []))
+    if "priority" in query:
+        selector.min_priority = RANK[parse_priority(query["priority"][0])]
+    if "since" in query:
+        selector.since = parse_when(query["since"][0])
+    if "until" in query:
+        selector.until = parse_when(query["until"][0])
+    return selector
 
 
 def _doc(stored: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from auditsink.pipeline import Pipeline
 from auditsink.receive.app import DEFAULT_MAX_BODY, ReceiverApp
+from auditsink.receive.tls import peer_cn_from_transport
 from auditsink.store.base import Store
 
 log = logging.getLogger("auditsink.serve")
@@ -62,13 +63,7 @@ class PeerCertProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        cert = ssl_object.getpeercert() if ssl_object is not None else None
-        if cert:
-            for rdn in cert.get("subject", ()):
-                for key, value in rdn:
-                    if key == "commonName":
-                        self._peer_cn = value
+        self._peer_cn = peer_cn_from_transport(transport)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -134,8 +129,12 @@ def _uvicorn_config(app: Any, listen: str, tls: dict[str, Any]) -> uvicorn.Confi
     )
 
 
-def serve(pipeline: Pipeline, options: ServeOptions, api_app: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM; then finish in-flight requests and drain the store."""
+def serve(pipeline: Pipeline, options: ServeOptions, api_app: Any = None,
+          consumers: list[Any] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; then finish in-flight requests and drain the store.
+
+    ``consumers`` (the rules, notifiers) each have ``run(stop_event)`` and get a thread.
+    """
     check_exposure(options)
     store = pipeline.store
     app = ReceiverApp(
@@ -153,17 +152,27 @@ def serve(pipeline: Pipeline, options: ServeOptions, api_app: Any = None) -> Non
     if api_app is not None and options.api_listen:
         api_server = _Server(_uvicorn_config(api_app, options.api_listen, {}))
         servers.append(api_server)
-    stop_pruning = threading.Event()
+    stop_background = threading.Event()
+    threads = [
+        threading.Thread(target=consumer.run, args=(stop_background,), daemon=True,
+                         name=f"auditsink-{type(consumer).__name__.lower()}")
+        for consumer in consumers or []
+    ]
     if store is not None and options.retention_seconds:
-        threading.Thread(target=_retention_loop, args=(store, options.retention_seconds, stop_pruning),
-                         name="auditsink-retention", daemon=True).start()
+        threads.append(threading.Thread(
+            target=_retention_loop, args=(store, options.retention_seconds, stop_background),
+            name="auditsink-retention", daemon=True))
+    for thread in threads:
+        thread.start()
     if options.authenticator is not None and hasattr(options.authenticator, "reload"):
         signal.signal(signal.SIGHUP, lambda *_: _reload(options.authenticator))
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve_all(servers))
     finally:
-        stop_pruning.set()
+        stop_background.set()
+        for thread in threads:
+            thread.join(timeout=10)
         if store is not None:
             store.close()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -87,6 +87,48 @@ class Selector:
     until: int | None = None
 
 
+@dataclass
+class Alert:
+    """A rule's detection, kept in the store with a link to the event behind it.
+
+    ``priority`` is Falco's rank (0 EMERGENCY ... 7 DEBUG); ``event`` is the event's log
+    position, ``time`` its stageTimestamp in microseconds.
+    """
+
+    time: int
+    rule: str
+    priority: int
+    output: str
+    audit_id: str
+    event: int
+    cluster: str = ""
+    tags: list[str] = field(default_factory=list)
+    fields: dict[str, object] = field(default_factory=dict)
+    id: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form shared by the read API and ``auditsink alerts --format json``."""
+        from auditsink.rules.priority import PRIORITIES
+        from auditsink.timeutil import format_micros
+
+        return {"id": self.id, "time": format_micros(self.time), "rule": self.rule,
+                "priority": PRIORITIES[self.priority], "output": self.output,
+                "auditID": self.audit_id, "event": self.event, "cluster": self.cluster,
+                "tags": self.tags, "output_fields": self.fields}
+
+
+@dataclass
+class AlertSelector:
+    """Which alerts to return; ``min_priority`` is a rank (alerts at least that severe)."""
+
+    rules: list[str] = field(default_factory=list)
+    min_priority: int | None = None
+    clusters: list[str] = field(default_factory=list)
+    audit_ids: list[str] = field(default_factory=list)
+    since: int | None = None
+    until: int | None = None
+
+
 class Store(Protocol):
     """The store interface the receiver, the CLI and the consumers use."""
 
@@ -98,13 +140,15 @@ class Store(Protocol):
     def close(self) -> None:
         """Drain what was submitted, commit it and stop the writer."""
 
-    def submit(self, items: list[Item], cluster: str = "") -> asyncio.Future[WriteResult]:
-        """Queue items for the next group commit; the future resolves once they are durable.
+    def submit(self, items: list[Item], cluster: str = "",
+               bad: Sequence[BadItem] = ()) -> asyncio.Future[WriteResult]:
+        """Queue items (and undecodable ones, kept for inspection) for the next group commit;
+        the future resolves once they are durable.
 
         Raises :class:`Overloaded` when the bounded queue is full.
         """
 
-    def write(self, items: list[Item], cluster: str = "") -> WriteResult:
+    def write(self, items: list[Item], cluster: str = "", bad: Sequence[BadItem] = ()) -> WriteResult:
         """Write and commit items from a plain thread (import, tests); blocks until durable."""
 
     def reject(self, bad: list[BadItem], cluster: str = "") -> None:
@@ -127,6 +171,16 @@ class Store(Protocol):
 
     def iter_all(self, selector: Selector) -> Iterator[StoredEvent]:
         """Every matching event in log order (export)."""
+
+    def get_cursor(self, name: str) -> int:
+        """A consumer's durable position in the log (0 before its first event)."""
+
+    def commit_consumed(self, name: str, position: int, alerts: list[Alert]) -> None:
+        """Store alerts and advance a consumer's cursor atomically."""
+
+    def alerts(self, selector: AlertSelector, limit: int = 100, after_id: int = 0,
+               newest_first: bool = True, before_id: int | None = None) -> list[Alert]:
+        """Alerts matching ``selector``."""
 
 
 def open_store(url: str, **options: object) -> Store:

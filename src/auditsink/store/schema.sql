@@ -48,3 +48,18 @@ CREATE TABLE IF NOT EXISTS rejected (
   body BLOB NOT NULL               -- the start of the item, never more than a few KB
 );
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
+-- Alerts raised by the rules consumer; `event` is the log position of the event behind it.
+CREATE TABLE IF NOT EXISTS alerts (
+  id INTEGER PRIMARY KEY,
+  time INTEGER NOT NULL,           -- the event's stageTimestamp, microseconds since the epoch
+  rule TEXT NOT NULL,
+  priority INTEGER NOT NULL,       -- 0 EMERGENCY ... 7 DEBUG (Falco's order)
+  output TEXT NOT NULL,
+  audit_id TEXT NOT NULL,
+  event INTEGER NOT NULL,
+  cluster TEXT NOT NULL,
+  tags TEXT NOT NULL,              -- JSON list
+  fields TEXT NOT NULL             -- JSON object of the output fields
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time);
+CREATE INDEX IF NOT EXISTS alerts_rule ON alerts (rule, time);

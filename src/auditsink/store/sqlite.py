@@ -14,6 +14,7 @@ Why this shape (design.md, "The store is the log"):
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import threading
@@ -29,6 +30,8 @@ import zstandard
 from auditsink.model import LEVEL_RANK, LEVELS, STAGES, BadItem, Item
 from auditsink.query.builder import STAGE_INDEX, build_where
 from auditsink.store.base import (
+    Alert,
+    AlertSelector,
     Overloaded,
     Rejected,
     Selector,
@@ -72,11 +75,13 @@ def path_from_url(url: str) -> str:
 class _Task:
     """A batch waiting for the writer, and how to tell its submitter it is committed."""
 
-    __slots__ = ("items", "cluster", "done", "result", "error")
+    __slots__ = ("items", "cluster", "bad", "done", "result", "error")
 
-    def __init__(self, items: list[Item], cluster: str, done: Callable[["_Task"], None]) -> None:
+    def __init__(self, items: list[Item], cluster: str, done: Callable[["_Task"], None],
+                 bad: Sequence[BadItem] = ()) -> None:
         self.items = items
         self.cluster = cluster
+        self.bad = bad
         self.done = done
         self.result = WriteResult()
         self.error: BaseException | None = None
@@ -161,21 +166,22 @@ class SQLiteStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def submit(self, items: list[Item], cluster: str = "") -> asyncio.Future[WriteResult]:
-        """Queue a batch; the returned future resolves once it is committed."""
+    def submit(self, items: list[Item], cluster: str = "",
+               bad: Sequence[BadItem] = ()) -> asyncio.Future[WriteResult]:
+        """Queue a batch (and its undecodable items); the future resolves once committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[WriteResult] = loop.create_future()
 
         def done(task: _Task) -> None:
             loop.call_soon_threadsafe(_settle, future, task)
 
-        self._enqueue(_Task(items, cluster, done))
+        self._enqueue(_Task(items, cluster, done, bad))
         return future
 
-    def write(self, items: list[Item], cluster: str = "") -> WriteResult:
+    def write(self, items: list[Item], cluster: str = "", bad: Sequence[BadItem] = ()) -> WriteResult:
         """Write from a plain thread and wait for the commit (import, tests)."""
         finished = threading.Event()
-        task = _Task(items, cluster, lambda _task: finished.set())
+        task = _Task(items, cluster, lambda _task: finished.set(), bad)
         while True:
             try:
                 self._enqueue(task)
@@ -285,9 +291,18 @@ class SQLiteStore:
         """Compress the group's bodies into one blob, then insert one row per event."""
         raws: list[bytes] = []
         max_time = 0
+        now = time.time()
         for task in tasks:
             for item in task.items:
                 raws.append(item.raw)
+            if task.bad:
+                conn.executemany(
+                    "INSERT INTO rejected (time, cluster, error, body) VALUES (?,?,?,?)",
+                    [(now, task.cluster, f"item {b.index}: {b.error}",
+                      b.snippet.encode()[:_REJECTED_BODY_BYTES]) for b in task.bad],
+                )
+        if not raws:
+            return  # only undecodable items in this group
         data = zstandard.ZstdCompressor(level=self._level).compress(b"\n".join(raws))
         blob = conn.execute(
             "INSERT INTO blobs (max_time, data) VALUES (0, ?) RETURNING id", (data,)
@@ -333,22 +348,9 @@ class SQLiteStore:
         conn.execute("UPDATE blobs SET max_time = ? WHERE id = ?", (max_time, blob))
 
     def reject(self, bad: list[BadItem], cluster: str = "") -> None:
-        """Keep undecodable items (their first KB) for ``auditsink rejected``."""
-        if not bad:
-            return
-        now = time.time()
-        rows = [
-            (now, cluster, f"item {item.index}: {item.error}", item.snippet.encode()[:_REJECTED_BODY_BYTES])
-            for item in bad
-        ]
-
-        def job(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.executemany(
-                    "INSERT INTO rejected (time, cluster, error, body) VALUES (?,?,?,?)", rows
-                )
-
-        self.run_in_writer(job)
+        """Keep undecodable items for ``auditsink rejected`` (committed before returning)."""
+        if bad:
+            self.write([], cluster, bad)
 
     # -- retention -------------------------------------------------------------------------
 
@@ -517,6 +519,81 @@ class SQLiteStore:
             ],
             "rejected": conn.execute("SELECT count(*) FROM rejected").fetchone()[0],
         }
+
+    # -- consumers and alerts ---------------------------------------------------------------
+
+    def commit_consumed(self, name: str, position: int, alerts: list[Alert]) -> None:
+        """Store a consumer's alerts and advance its cursor in one transaction (exactly once)."""
+        rows = [
+            (a.time, a.rule, a.priority, a.output, a.audit_id, a.event, a.cluster,
+             json.dumps(a.tags), json.dumps(a.fields, default=str))
+            for a in alerts
+        ]
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def job(conn: sqlite3.Connection) -> None:
+            try:
+                with conn:
+                    conn.executemany(
+                        "INSERT INTO alerts (time, rule, priority, output, audit_id, event, cluster,"
+                        " tags, fields) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                    conn.execute(
+                        "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name)"
+                        " DO UPDATE SET position = excluded.position", (name, position))
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                done.set()
+
+        self.run_in_writer(job)
+        done.wait()
+        if errors:
+            raise errors[0]
+
+    def set_cursor(self, name: str, position: int) -> None:
+        """Advance a consumer's durable cursor."""
+        self.commit_consumed(name, position, [])
+
+    def alerts(self, selector: AlertSelector, limit: int = 100, after_id: int = 0,
+               newest_first: bool = True, before_id: int | None = None) -> list[Alert]:
+        """Alerts matching ``selector``, newest first by default."""
+        clauses, params = ["1"], []  # type: tuple[list[str], list[object]]
+        if selector.rules:
+            clauses.append(f"rule IN ({','.join('?' * len(selector.rules))})")
+            params.extend(selector.rules)
+        if selector.min_priority is not None:
+            clauses.append("priority <= ?")
+            params.append(selector.min_priority)
+        if selector.clusters:
+            clauses.append(f"cluster IN ({','.join('?' * len(selector.clusters))})")
+            params.extend(selector.clusters)
+        if selector.audit_ids:
+            clauses.append(f"audit_id IN ({','.join('?' * len(selector.audit_ids))})")
+            params.extend(selector.audit_ids)
+        if selector.since is not None:
+            clauses.append("time >= ?")
+            params.append(selector.since)
+        if selector.until is not None:
+            clauses.append("time < ?")
+            params.append(selector.until)
+        if after_id:
+            clauses.append("id > ?")
+            params.append(after_id)
+        if before_id is not None:
+            clauses.append("id < ?")
+            params.append(before_id)
+        order = "DESC" if newest_first else "ASC"
+        rows = self._reader().execute(
+            "SELECT id, time, rule, priority, output, audit_id, event, cluster, tags, fields"
+            f" FROM alerts WHERE {' AND '.join(clauses)} ORDER BY id {order} LIMIT ?",
+            [*params, limit],
+        )
+        return [
+            Alert(id=r[0], time=r[1], rule=r[2], priority=r[3], output=r[4], audit_id=r[5],
+                  event=r[6], cluster=r[7], tags=json.loads(r[8]), fields=json.loads(r[9]))
+            for r in rows
+        ]
 
     def get_cursor(self, name: str) -> int:
         """A consumer's durable position in the log."""

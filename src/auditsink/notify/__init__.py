@@ -1,0 +1,1 @@
+"""Alert notifiers: one module per destination, one registry, one delivery loop (base.py)."""
