@@ -25,9 +25,13 @@ class Detector:
     """Evaluates a compiled rule set over every committed event, in commit order."""
 
     def __init__(self, store: Store, ruleset: Any, batch: int = 1000, poll: float = 0.2,
-                 on_alerts: Callable[[list[Alert]], None] | None = None) -> None:
+                 on_alerts: Callable[[list[Alert]], None] | None = None,
+                 stateful: Any = None) -> None:
         self.store = store
         self.ruleset = ruleset
+        # Burst detectors (secret-read bursts, repeated 401/403) keep their windows in memory:
+        # a restart starts them afresh, the stateless rules lose nothing.
+        self.stateful = stateful
         self.batch = batch
         self.poll = poll
         self.on_alerts = on_alerts
@@ -42,7 +46,10 @@ class Detector:
             return 0
         alerts: list[Alert] = []
         for stored in page:
-            for found in self.ruleset.evaluate(stored.raw):
+            found_all = self.ruleset.evaluate(stored.raw)
+            if self.stateful is not None:
+                found_all += self.stateful.observe(stored.raw)
+            for found in found_all:
                 alerts.append(Alert(
                     time=parse_timestamp(found.time), rule=found.rule, priority=RANK[found.priority],
                     output=found.output, audit_id=found.auditID, event=stored.id,

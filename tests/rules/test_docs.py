@@ -19,6 +19,7 @@ MODULES = [
     "auditsink.rules.engine",
     "auditsink.rules.extract",
     "auditsink.rules.fields",
+    "auditsink.rules.jevt",
     "auditsink.rules.output",
     "auditsink.rules.priority",
 ]

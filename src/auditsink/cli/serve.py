@@ -201,7 +201,9 @@ def _consumers(pipeline: Pipeline, rule_files: tuple[str, ...], no_rules: bool,
             ruleset = load_rules(list(rule_files) or None)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-        detector = Detector(store, ruleset)
+        from auditsink.rules.stateful import StatefulDetectors
+
+        detector = Detector(store, ruleset, stateful=StatefulDetectors())
         pipeline.metrics.gauge("auditsink_rules_lag_events", "Committed events not yet evaluated by the rules.",
                                detector.lag)
         pipeline.metrics.gauge("auditsink_alerts_raised", "Alerts raised since start.", lambda: detector.raised)

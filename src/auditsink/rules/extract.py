@@ -9,9 +9,7 @@ they are, any other JSON value as its compact JSON text (``true``, ``201``, ``{"
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,7 +20,7 @@ Extractor = Callable[[dict[str, Any]], Value]
 Builder = Callable[[str | None], Extractor]
 
 _encode = msgspec.json.encode
-_MISSING: Any = object()
+MISSING: Any = object()  # an absent key; None is a JSON null that is present
 
 
 class FieldError(ValueError):
@@ -43,10 +41,10 @@ def text(value: Any) -> str:
 def _walk(doc: Any, keys: tuple[str, ...]) -> Any:
     for key in keys:
         if type(doc) is not dict:
-            return _MISSING
-        doc = doc.get(key, _MISSING)
-        if doc is _MISSING:
-            return _MISSING
+            return MISSING
+        doc = doc.get(key, MISSING)
+        if doc is MISSING:
+            return MISSING
     return doc
 
 
@@ -59,8 +57,8 @@ def scalar(*keys: str) -> Builder:
             (k1,) = keys
 
             def top(doc: dict[str, Any]) -> Value:
-                value = doc.get(k1, _MISSING)
-                return None if value is _MISSING else value if type(value) is str else text(value)
+                value = doc.get(k1, MISSING)
+                return None if value is MISSING else value if type(value) is str else text(value)
 
             return top
         if len(keys) == 2:
@@ -70,14 +68,14 @@ def scalar(*keys: str) -> Builder:
                 inner = doc.get(k1)
                 if type(inner) is not dict:
                     return None
-                value = inner.get(k2, _MISSING)
-                return None if value is _MISSING else value if type(value) is str else text(value)
+                value = inner.get(k2, MISSING)
+                return None if value is MISSING else value if type(value) is str else text(value)
 
             return nested
 
         def extract(doc: dict[str, Any]) -> Value:
             value = _walk(doc, keys)
-            return None if value is _MISSING else text(value)
+            return None if value is MISSING else text(value)
 
         return extract
 
@@ -137,7 +135,7 @@ def per_item(keys: tuple[str, ...], sub: tuple[str, ...], flatten: bool = False)
             out: list[str] = []
             for item in items:
                 value = _walk(item, sub)
-                if value is _MISSING or value is None:
+                if value is MISSING or value is None:
                     continue
                 if not flatten:
                     out.append(text(value))
@@ -193,11 +191,11 @@ def effective(kind: str, key: str) -> Builder:
             if items is None:
                 return None
             pod = _walk(doc, ("requestObject", "spec", "securityContext", key))
-            default = "0" if pod is _MISSING or pod is None else text(pod)
+            default = "0" if pod is MISSING or pod is None else text(pod)
             out = []
             for item in items:
                 value = _walk(item, ("securityContext", key))
-                out.append(default if value is _MISSING or value is None else text(value))
+                out.append(default if value is MISSING or value is None else text(value))
             return out
 
         return extract
@@ -382,7 +380,7 @@ def target_pod_name(arg: str | None) -> Extractor:
             return None
         if not ref.get("subresource"):
             name = _walk(doc, ("responseObject", "metadata", "name"))
-            if name is not _MISSING:
+            if name is not MISSING:
                 return text(name)
         name = ref.get("name")
         return None if name is None else text(name)
@@ -393,77 +391,3 @@ def target_pod_name(arg: str | None) -> Extractor:
 def constant(value: str) -> Builder:
     """Always ``value``."""
     return lambda arg: lambda doc: value
-
-
-def json_pointer(doc: Any, pointer: str) -> Any:
-    """Walk an RFC 6901 pointer; a missing step gives the module's missing marker.
-
-    >>> json_pointer({"a": [{"b/c": 1}]}, "/a/0/b~1c")
-    1
-    """
-    pointer = pointer.removeprefix("/")
-    for key in pointer.split("/"):
-        key = key.replace("~1", "/").replace("~0", "~")
-        if type(doc) is dict:
-            doc = doc.get(key, _MISSING)
-        elif type(doc) is list and key.isdigit() and int(key) < len(doc):
-            doc = doc[int(key)]
-        else:
-            return _MISSING
-        if doc is _MISSING:
-            return _MISSING
-    return doc
-
-
-def jevt_value(arg: str | None) -> Extractor:
-    """The value at JSON pointer ``arg``."""
-    assert arg is not None
-    pointer = arg
-
-    def extract(doc: dict[str, Any]) -> Value:
-        value = json_pointer(doc, pointer)
-        return None if value is _MISSING else text(value)
-
-    return extract
-
-
-def jevt_obj(arg: str | None) -> Extractor:
-    """The whole event as indented JSON text."""
-    return lambda doc: json.dumps(doc, indent=2, ensure_ascii=False)
-
-
-def rawtime(doc: dict[str, Any]) -> int | None:
-    """The event time (``stageTimestamp``) in nanoseconds since the epoch, like Falco's.
-
-    >>> rawtime({"stageTimestamp": "2018-10-25T14:09:12.000001Z"})
-    1540476552000001000
-    """
-    stamp = doc.get("stageTimestamp") or doc.get("requestReceivedTimestamp")
-    if type(stamp) is not str:
-        return None
-    try:
-        when = datetime.fromisoformat(stamp)
-    except ValueError:
-        return None
-    seconds = int(when.timestamp())
-    return seconds * 1_000_000_000 + when.microsecond * 1000
-
-
-def rawtime_field(arg: str | None) -> Extractor:
-    """:func:`rawtime` as a decimal string."""
-
-    def extract(doc: dict[str, Any]) -> Value:
-        ns = rawtime(doc)
-        return None if ns is None else str(ns)
-
-    return extract
-
-
-def event_time(arg: str | None) -> Extractor:
-    """The event's stageTimestamp as written."""
-
-    def extract(doc: dict[str, Any]) -> Value:
-        stamp = doc.get("stageTimestamp") or doc.get("requestReceivedTimestamp")
-        return stamp if type(stamp) is str else None
-
-    return extract

@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from auditsink.rules import extract as x
+from auditsink.rules import jevt
 from auditsink.rules.extract import Builder, Extractor, FieldError, text
 
 __all__ = ["FIELDS", "FieldError", "FieldRef", "FieldSpec", "resolve", "text"]
@@ -136,7 +137,7 @@ _TABLE: list[tuple[str, bool, str, str, Builder]] = [
     ("ka.cluster.name", S, "none", "The cluster name (annotation cluster_name)",
      x.scalar(ANN, "cluster_name")),
     ("jevt.time", S, "none", "Event time (stageTimestamp) as the API server wrote it",
-     x.event_time),
+     jevt.event_time),
 ]
 # fmt: on
 
@@ -182,10 +183,10 @@ for _kind, _what in _KINDS.items():
 for _prefix in ("jevt", "json"):
     _TABLE += [
         (f"{_prefix}.value", S, "key", "The value at a JSON pointer (jevt.value[/objectRef/name])",
-         x.jevt_value),
-        (f"{_prefix}.obj", S, "none", "The whole event as indented JSON", x.jevt_obj),
+         jevt.jevt_value),
+        (f"{_prefix}.obj", S, "none", "The whole event as indented JSON", jevt.jevt_obj),
         (f"{_prefix}.rawtime", S, "none", "Event time in nanoseconds since the epoch",
-         x.rawtime_field),
+         jevt.rawtime_field),
     ]  # fmt: skip
 
 for _name, _is_list, _arg, _desc, _build in _TABLE:

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from auditsink.rules.engine import Detection, EventContext
-from auditsink.rules.extract import rawtime
+from auditsink.rules.jevt import rawtime
 
 Matcher = Callable[[dict[str, Any]], str | None]
 
