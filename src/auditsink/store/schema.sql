@@ -33,9 +33,11 @@ CREATE TABLE IF NOT EXISTS events (
   length INTEGER NOT NULL
 );
 -- Deduplication of retried batches (design.md): cluster + auditID + stage + stageTimestamp.
--- Also serves `show AUDIT_ID`.
-CREATE UNIQUE INDEX IF NOT EXISTS events_dedup ON events (audit_id, stage, time, cluster);
-CREATE INDEX IF NOT EXISTS events_time ON events (time);
+-- Time comes first: events arrive roughly in time order, so inserts append to the index
+-- instead of touching a random page each (measured: about half the insert cost), and the
+-- same index serves time ranges.
+CREATE UNIQUE INDEX IF NOT EXISTS events_dedup ON events (time, audit_id, stage, cluster);
+CREATE INDEX IF NOT EXISTS events_audit_id ON events (audit_id);
 CREATE INDEX IF NOT EXISTS events_user ON events (user, time);
 CREATE INDEX IF NOT EXISTS events_object ON events (name, resource, namespace, time);
 CREATE INDEX IF NOT EXISTS events_namespace ON events (namespace, time);
