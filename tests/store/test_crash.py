@@ -91,7 +91,8 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "auditsink.db")
     rows = conn.execute("SELECT audit_id, count(*) FROM events GROUP BY audit_id, stage").fetchall()
     conn.close()
-    counts: dict[str, Any] = dict(rows)
+    # UUIDs are stored as their 16 bytes (store/sqlite.py pack_audit_id).
+    counts: dict[str, Any] = {str(uuid.UUID(bytes=key)): n for key, n in rows}
     missing = [i for i in acked if i not in counts]
     assert not missing, f"{len(missing)} acknowledged events were lost"
     assert all(n == 1 for n in counts.values()), "an event was stored twice"
