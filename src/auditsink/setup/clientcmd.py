@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import ssl
 import tempfile
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from cryptography import x509
 
 # The request timeout client-go appends to every POST (facts W9, W10).
 POST_QUERY = "?timeout=30s"
@@ -42,11 +44,12 @@ class Material:
     path: Path | None = None
     data: bytes | None = None
     line: int | None = None
+    written: str = ""
 
     @property
     def source(self) -> str:
         """``"certificate-authority /etc/ca.crt"`` or ``"certificate-authority-data"``."""
-        return f"{self.key}-data" if self.data is not None else f"{self.key} {self.path}"
+        return f"{self.key}-data" if self.data is not None else f"{self.key} {self.written}"
 
     def read(self) -> bytes:
         """The bytes; raises OSError when the file cannot be read."""
@@ -119,7 +122,7 @@ def _compose(text: str) -> tuple[Any, dict[Where, int]]:
 
 
 def _named(doc: dict[str, Any], section: str, name: str, file: str) -> tuple[dict[str, Any], Where]:
-    """The ``cluster``/``context``/``user`` body of the entry called ``name`` (last one wins)."""
+    """The ``cluster``/``context``/``user`` body of the entry called ``name``."""
     inner = section[:-1]
     found: tuple[dict[str, Any], Where] | None = None
     entries = doc.get(section) or []
@@ -147,33 +150,50 @@ def load_webhook_config(path: str | Path) -> WebhookConfig:
     try:
         doc, lines = _compose(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        reason = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p)
+        mark, begun = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+        parts = (getattr(exc, "context", None), getattr(exc, "problem", None))
+        reason = " ".join(str(p) for p in parts if p) or str(exc)
+        if begun is not None and mark is not None and begun.line != mark.line:
+            # An unclosed quote or bracket is found at the end: say where it was opened.
+            reason += f" (begun at line {begun.line + 1})"
         raise KubeconfigError(
-            f"not valid YAML: {reason or exc}", file, mark.line + 1 if mark is not None else None
+            f"not valid YAML: {reason}", file, mark.line + 1 if mark is not None else None
         ) from None
     if not isinstance(doc, dict) or not doc:
         # clientcmd: "invalid configuration: no configuration has been provided".
         raise KubeconfigError("no configuration: expected a kubeconfig (kind: Config)", file)
+    for section in ("clusters", "contexts", "users"):
+        seen: set[str] = set()
+        for i, entry in enumerate(doc.get(section) or []):
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if name in seen:
+                # clientcmd's list-to-map conversion refuses the whole file.
+                raise KubeconfigError(
+                    f'duplicate name "{name}" in {section}: client-go refuses this',
+                    file, lines.get((section, i)),
+                )
+            seen.add(str(name))
     context_name = doc.get("current-context")
     if not context_name:
         raise KubeconfigError(
             "no current-context: client-go would use an empty cluster with no server", file
         )
     try:
-        context, _ = _named(doc, "contexts", str(context_name), file)
+        context_and_where = _named(doc, "contexts", str(context_name), file)
     except KubeconfigError as exc:
         raise KubeconfigError(
             f"current-context: {exc.message}", file, lines.get(("current-context",))
         ) from None
-    ctx_line = lines.get(("contexts",))
+    context, ctx_where = context_and_where
     cluster_name, user_name = context.get("cluster"), context.get("user")
     if not cluster_name:
-        raise KubeconfigError(f'context "{context_name}" names no cluster', file, ctx_line)
-    cluster, cw = _named_at(doc, "clusters", str(cluster_name), file, lines, ctx_line)
+        raise KubeconfigError(
+            f'context "{context_name}" names no cluster', file, lines.get(ctx_where)
+        )
+    cluster, cw = _named_at(doc, "clusters", str(cluster_name), file, lines, ctx_where)
     # A context without a user is valid: the API server then sends no credential.
     user, uw = (
-        _named_at(doc, "users", str(user_name), file, lines, ctx_line) if user_name else ({}, ())
+        _named_at(doc, "users", str(user_name), file, lines, ctx_where) if user_name else ({}, ())
     )
     base = Path(path).resolve().parent
 
@@ -196,13 +216,13 @@ def load_webhook_config(path: str | Path) -> WebhookConfig:
             return Material(key, data=raw, line=line(where, f"{key}-data"))
         if name:
             # client-go resolves relative paths against the kubeconfig's directory.
-            return Material(key, path=base / str(name), line=line(where, key))
+            return Material(key, path=base / str(name), line=line(where, key), written=str(name))
         return None
 
     server = str(cluster.get("server") or "")
     if not server:
         raise KubeconfigError(
-            f'cluster "{cluster_name}" has no server', file, lines.get(cw) or ctx_line
+            f'cluster "{cluster_name}" has no server', file, lines.get(cw)
         )
     ca = material(cluster, cw, "certificate-authority")
     client_cert = material(user, uw, "client-certificate")
@@ -237,7 +257,8 @@ def load_webhook_config(path: str | Path) -> WebhookConfig:
         client_key=client_key,
         token=str(user["token"]) if user.get("token") else None,
         token_file=(
-            Material("tokenFile", path=base / str(token_file), line=line(uw, "tokenFile"))
+            Material("tokenFile", base / str(token_file), None, line(uw, "tokenFile"),
+                     str(token_file))
             if token_file
             else None
         ),
@@ -251,12 +272,13 @@ def load_webhook_config(path: str | Path) -> WebhookConfig:
 
 def _named_at(
     doc: dict[str, Any], section: str, name: str, file: str, lines: dict[Where, int],
-    ctx_line: int | None,
+    ctx_where: Where,
 ) -> tuple[dict[str, Any], Where]:
+    """Like :func:`_named`, with errors pointing at the context line that names the entry."""
     try:
         return _named(doc, section, name, file)
     except KubeconfigError as exc:
-        raise KubeconfigError(exc.message, file, lines.get((section,)) or ctx_line) from None
+        raise KubeconfigError(exc.message, file, lines.get(ctx_where + (section[:-1],))) from None
 
 
 def _split_server(
@@ -324,3 +346,35 @@ def ssl_context(cfg: WebhookConfig, *, verify: bool = True) -> ssl.SSLContext:
             key.write_bytes(cfg.client_key.read())
             ctx.load_cert_chain(str(cert), str(key))
     return ctx
+
+
+def _sans(cert: x509.Certificate) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [], []
+    ips = [ip for ip in san.get_values_for_type(x509.IPAddress)
+           if isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address))]
+    return san.get_values_for_type(x509.DNSName), ips
+
+
+def cert_valid_for(name: str, cert: x509.Certificate) -> bool:
+    """Go's check: an IP matches IP SANs, a name DNS SANs (``*.a.b`` matches ``x.a.b``); no CN."""
+    dns, ips = _sans(cert)
+    try:
+        return ipaddress.ip_address(name) in ips
+    except ValueError:
+        pass
+    name = name.lower().rstrip(".")
+    for pattern in (p.lower().rstrip(".") for p in dns):
+        if pattern == name or (
+            pattern.startswith("*.") and "." in name and name.split(".", 1)[1] == pattern[2:]
+        ):
+            return True
+    return False
+
+
+def san_text(cert: x509.Certificate) -> str:
+    """``"DNS:audit.example, IP:10.0.0.5"``, as openssl prints them."""
+    dns, ips = _sans(cert)
+    return ", ".join([f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips]) or "no SANs at all"
