@@ -98,6 +98,10 @@ class ReadAPI:
     def __init__(self, store: Store, token: str | None = None) -> None:
         self.store = store
         self.token = token.encode() if token else None
+        # The web UI (issue 7) answers /, /ui/... and /static/... behind the same authentication.
+        from auditsink.web import WebUI
+
+        self.web = WebUI(store)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -109,6 +113,9 @@ class ReadAPI:
             await _send(send, 401, {"error": "unauthorized"})
             return
         path: str = scope["path"]
+        if self.web.handles(path):
+            await self.web(scope, send)
+            return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         try:
             status, payload = await asyncio.to_thread(self._route, path, query)

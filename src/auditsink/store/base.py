@@ -182,6 +182,29 @@ class Store(Protocol):
                newest_first: bool = True, before_id: int | None = None) -> list[Alert]:
         """Alerts matching ``selector``."""
 
+    # -- web UI questions (issue 7) --------------------------------------------------------
+
+    def time_bounds(self, selector: Selector) -> tuple[int, int] | None:
+        """The oldest and newest stageTimestamp (µs) of matching events; None when none match."""
+
+    def counts_by_time(self, selector: Selector, bucket_us: int,
+                       column: str = "verb") -> list[tuple[int, str, int]]:
+        """(bucket start µs, value of ``column``, count) for matching events, oldest first."""
+
+    def group_counts(self, selector: Selector, columns: Sequence[str], limit: int = 10,
+                     failures_only: bool = False) -> list[dict[str, object]]:
+        """Counts of matching events grouped by ``columns``, largest first."""
+
+    def clusters_seen(self, selector: Selector, sample: int = 20_000) -> list[str]:
+        """Cluster names of matching events among the newest ``sample`` stored."""
+
+    def alert_counts(self, selector: AlertSelector) -> dict[int, int]:
+        """Number of matching alerts per priority rank."""
+
+    def alerts_for_events(self, selector: AlertSelector, events: Selector,
+                          limit: int = 100) -> list[Alert]:
+        """Alerts matching ``selector`` whose event also matches ``events``."""
+
 
 def open_store(url: str, **options: object) -> Store:
     """Instantiate the store registered for ``url``'s scheme (``sqlite:///path``)."""

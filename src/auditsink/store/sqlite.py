@@ -657,6 +657,138 @@ class SQLiteStore:
                 pass
         return total
 
+    # -- web UI questions (issue 7): grouped counts over indexed ranges -----------------------
+
+    _GROUPABLE = frozenset({"user", "verb", "resource", "subresource", "namespace", "cluster",
+                            "api_group", "groups", "code", "name", "stage", "level"})
+    _INTERNED = frozenset({"user", "verb", "resource", "subresource", "namespace", "cluster",
+                           "api_group", "groups"})
+
+    def time_bounds(self, selector: Selector) -> tuple[int, int] | None:
+        """The oldest and newest stageTimestamp (µs) of matching events; None when none match."""
+        where, params = build_where(self._packed(selector), self._resolve, self._resolve_groups)
+        conn = self._reader()
+        # Two queries: SQLite answers a lone min() or max() from the end of an index, but
+        # scans every matching row for both in one SELECT.
+        low = conn.execute(f"SELECT min(time) FROM events WHERE {where}", params).fetchone()[0]
+        if low is None:
+            return None
+        high = conn.execute(f"SELECT max(time) FROM events WHERE {where}", params).fetchone()[0]
+        return low, high
+
+    def counts_by_time(self, selector: Selector, bucket_us: int,
+                       column: str = "verb") -> list[tuple[int, str, int]]:
+        """(bucket start µs, value of ``column``, count) for matching events, oldest first.
+
+        ``bucket_us`` 60_000_000 gives events per minute.
+        """
+        if column not in self._GROUPABLE:
+            raise ValueError(f"cannot group by {column!r}")
+        where, params = build_where(self._packed(selector), self._resolve, self._resolve_groups)
+        rows = self._reader().execute(
+            f"SELECT time / ? AS bucket, {column}, count(*) FROM events WHERE {where}"
+            f" GROUP BY bucket, {column} ORDER BY bucket", [bucket_us, *params]).fetchall()
+        names = self._names({r[1] for r in rows}) if column in self._INTERNED else {}
+        return [(b * bucket_us, str(names.get(v, v)), n) for b, v, n in rows]
+
+    def group_counts(self, selector: Selector, columns: Sequence[str], limit: int = 10,
+                     failures_only: bool = False) -> list[dict[str, object]]:
+        """Counts of matching events grouped by ``columns``, largest first.
+
+        ``group_counts(Selector(users=["alice"]), ["resource", "verb"])`` ->
+        ``[{"resource": "pods", "verb": "list", "count": 2}, ...]``
+        """
+        unknown = [c for c in columns if c not in self._GROUPABLE]
+        if unknown or not columns:
+            raise ValueError(f"cannot group by {unknown or columns!r}")
+        where, params = build_where(self._packed(selector), self._resolve, self._resolve_groups)
+        if failures_only:
+            where += " AND code >= 400"  # lets SQLite use the partial index events_code
+        cols = ", ".join(columns)
+        rows = self._reader().execute(
+            f"SELECT {cols}, count(*) AS n FROM events WHERE {where} GROUP BY {cols}"
+            " ORDER BY n DESC LIMIT ?", [*params, limit]).fetchall()
+        ids = {r[i] for r in rows for i, c in enumerate(columns) if c in self._INTERNED}
+        names = self._names(ids)
+        out: list[dict[str, object]] = []
+        for row in rows:
+            entry: dict[str, object] = {}
+            for i, column in enumerate(columns):
+                value = row[i]
+                if column in self._INTERNED:
+                    value = names.get(value, "")
+                    if column == "groups":
+                        value = value[len(_GROUPS_PREFIX):].split("\n") if value else []
+                elif column == "stage":
+                    value = STAGES[value]
+                elif column == "level":
+                    value = LEVELS[value]
+                entry[column] = value
+            entry["count"] = row[-1]
+            out.append(entry)
+        return out
+
+    def clusters_seen(self, selector: Selector, sample: int = 20_000) -> list[str]:
+        """Cluster names of matching events among the newest ``sample`` stored (bounded work)."""
+        where, params = build_where(self._packed(selector), self._resolve, self._resolve_groups)
+        # A range of log positions reads rows in place; ORDER BY ... LIMIT would sort them.
+        rows = self._reader().execute(
+            "SELECT DISTINCT cluster FROM events WHERE id > (SELECT coalesce(max(id), 0)"
+            f" FROM events) - ? AND {where}", [sample, *params]).fetchall()
+        names = self._names({r[0] for r in rows})
+        return sorted(names.get(r[0], "") for r in rows)
+
+    def alert_counts(self, selector: AlertSelector) -> dict[int, int]:
+        """Number of matching alerts per priority rank."""
+        found = self._alert_where(selector)
+        rows = self._reader().execute(
+            f"SELECT priority, count(*) FROM alerts WHERE {found[0]} GROUP BY priority", found[1])
+        return {priority: n for priority, n in rows}
+
+    def alerts_for_events(self, selector: AlertSelector, events: Selector,
+                          limit: int = 100) -> list[Alert]:
+        """Alerts matching ``selector`` whose event also matches ``events`` (e.g. one user's)."""
+        clauses, params = self._alert_where(selector)
+        where, event_params = build_where(self._packed(events), self._resolve, self._resolve_groups)
+        # The alert's own time range narrows first (alerts_time); each candidate then costs one
+        # primary-key lookup. Inside EXISTS, bare column names resolve to events.
+        rows = self._reader().execute(
+            "SELECT id, time, rule, priority, output, audit_id, event, cluster, tags, fields"
+            f" FROM alerts WHERE {clauses} AND EXISTS (SELECT 1 FROM events"
+            f" WHERE events.id = alerts.event AND {where}) ORDER BY id DESC LIMIT ?",
+            [*params, *event_params, limit])
+        return [
+            Alert(id=r[0], time=r[1], rule=r[2], priority=r[3], output=r[4], audit_id=r[5],
+                  event=r[6], cluster=r[7], tags=json.loads(r[8]), fields=json.loads(r[9]))
+            for r in rows
+        ]
+
+    def _alert_where(self, selector: AlertSelector) -> tuple[str, list[object]]:
+        clauses: list[str] = ["1"]
+        params: list[object] = []
+        for column, values in (("rule", selector.rules), ("cluster", selector.clusters),
+                               ("audit_id", selector.audit_ids)):
+            if values:
+                clauses.append(f"alerts.{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
+        if selector.min_priority is not None:
+            clauses.append("alerts.priority <= ?")
+            params.append(selector.min_priority)
+        if selector.since is not None:
+            clauses.append("alerts.time >= ?")
+            params.append(selector.since)
+        if selector.until is not None:
+            clauses.append("alerts.time < ?")
+            params.append(selector.until)
+        return " AND ".join(clauses), params
+
+    def _names(self, ids: set[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        return dict(self._reader().execute(
+            f"SELECT id, value FROM strings WHERE id IN ({marks})", list(ids)))
+
 
 def _settle(future: asyncio.Future[WriteResult], task: _Task) -> None:
     if future.cancelled():
