@@ -18,6 +18,7 @@ def main() -> None:
 
 
 # Command modules register themselves on ``main``; keep this list sorted.
+from auditsink.cli import db  # noqa: E402,F401
 from auditsink.cli import doctor  # noqa: E402,F401
 from auditsink.cli import policy  # noqa: E402,F401
 from auditsink.cli import query  # noqa: E402,F401

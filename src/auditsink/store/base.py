@@ -17,6 +17,8 @@ from auditsink.model import BadItem, Item
 
 STORES = {
     "sqlite": "auditsink.store.sqlite:SQLiteStore",
+    "postgresql": "auditsink.store.postgres:PostgresStore",
+    "postgres": "auditsink.store.postgres:PostgresStore",
 }
 
 DEFAULT_STORE_URL = "sqlite:///auditsink.db"
@@ -209,10 +211,6 @@ class Store(Protocol):
 def open_store(url: str, **options: object) -> Store:
     """Instantiate the store registered for ``url``'s scheme (``sqlite:///path``)."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme in ("postgres", "postgresql"):
-        raise StoreError(
-            f"store {url!r}: PostgreSQL support is not built yet; use sqlite:///PATH"
-        )
     target = STORES.get(scheme)
     if target is None:
         raise StoreError(
