@@ -68,7 +68,7 @@ class ServerProcess:
         self.stdout_path = workdir / "serve.stdout"
         self.stderr_path = workdir / "serve.stderr"
 
-    def start(self, timeout: float = 20.0) -> "ServerProcess":
+    def start(self, timeout: float = 20.0) -> ServerProcess:
         cmd = [
             sys.executable,
             "-m",

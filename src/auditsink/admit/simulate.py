@@ -191,7 +191,8 @@ def human_size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
     value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
+    unit = "B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):  # noqa: B007 - the last unit reached is the one
         value /= 1024
         if value < 1024:
             break

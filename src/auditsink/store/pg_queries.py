@@ -15,15 +15,11 @@ import zstandard
 
 from auditsink.model import LEVELS, STAGES
 from auditsink.query.builder import build_where
+from auditsink.store._shared import GROUPABLE, GROUPS_PREFIX, INTERNED, group_rows
 from auditsink.store.base import Alert, AlertSelector, Selector, StoredEvent, StoreError
-from auditsink.store.sqlite import _GROUPS_PREFIX
 
 _FRAME_CACHE = 64
 _ALERT_COLUMNS = "id, time, rule, priority, output, audit_id, event, cluster, tags, fields"
-_GROUPABLE = frozenset({"user", "verb", "resource", "subresource", "namespace", "cluster",
-                        "api_group", "groups", "code", "name", "stage", "level"})
-_INTERNED = frozenset({"user", "verb", "resource", "subresource", "namespace", "cluster",
-                       "api_group", "groups"})
 
 
 def _col(column: str) -> str:
@@ -83,9 +79,9 @@ class PostgresQueries:
     def _resolve_groups(self, groups: Sequence[str]) -> list[int]:
         wanted = set(groups)
         rows = self._reader().execute(
-            "SELECT id, value FROM strings WHERE starts_with(value, %s)", (_GROUPS_PREFIX,))
+            "SELECT id, value FROM strings WHERE starts_with(value, %s)", (GROUPS_PREFIX,))
         return [ident for ident, value in rows
-                if wanted.intersection(value[len(_GROUPS_PREFIX):].split("\n"))]
+                if wanted.intersection(value[len(GROUPS_PREFIX):].split("\n"))]
 
     def _bodies(self, blobs: set[int]) -> dict[int, bytes]:
         """Decompressed frames by id, from the cache or in one round trip."""
@@ -230,20 +226,20 @@ class PostgresQueries:
     def counts_by_time(self, selector: Selector, bucket_us: int,
                        column: str = "verb") -> list[tuple[int, str, int]]:
         """(bucket start µs, value of ``column``, count) for matching events, oldest first."""
-        if column not in _GROUPABLE:
+        if column not in GROUPABLE:
             raise ValueError(f"cannot group by {column!r}")
         where, params = self._where(selector)
         col = _col(column)
         rows = self._reader().execute(
             f"SELECT time / %s AS bucket, {col}, count(*) FROM events WHERE {where}"
             f" GROUP BY bucket, {col} ORDER BY bucket", [bucket_us, *params]).fetchall()
-        names = self._names({r[1] for r in rows}) if column in _INTERNED else {}
+        names = self._names({r[1] for r in rows}) if column in INTERNED else {}
         return [(b * bucket_us, str(names.get(v, v)), n) for b, v, n in rows]
 
     def group_counts(self, selector: Selector, columns: Sequence[str], limit: int = 10,
                      failures_only: bool = False) -> list[dict[str, object]]:
         """Counts of matching events grouped by ``columns``, largest first."""
-        unknown = [c for c in columns if c not in _GROUPABLE]
+        unknown = [c for c in columns if c not in GROUPABLE]
         if unknown or not columns:
             raise ValueError(f"cannot group by {unknown or columns!r}")
         where, params = self._where(selector)
@@ -253,24 +249,8 @@ class PostgresQueries:
         rows = self._reader().execute(
             f"SELECT {cols}, count(*) AS n FROM events WHERE {where} GROUP BY {cols}"
             " ORDER BY n DESC LIMIT %s", [*params, limit]).fetchall()
-        names = self._names({r[i] for r in rows for i, c in enumerate(columns) if c in _INTERNED})
-        out: list[dict[str, object]] = []
-        for row in rows:
-            entry: dict[str, object] = {}
-            for i, column in enumerate(columns):
-                value = row[i]
-                if column in _INTERNED:
-                    value = names.get(value, "")
-                    if column == "groups":
-                        value = value[len(_GROUPS_PREFIX):].split("\n") if value else []
-                elif column == "stage":
-                    value = STAGES[value]
-                elif column == "level":
-                    value = LEVELS[value]
-                entry[column] = value
-            entry["count"] = row[-1]
-            out.append(entry)
-        return out
+        names = self._names({r[i] for r in rows for i, c in enumerate(columns) if c in INTERNED})
+        return group_rows(rows, columns, names)
 
     def clusters_seen(self, selector: Selector, sample: int = 50_000) -> list[str]:
         """Cluster names among the newest ``sample`` matching events (bounded work)."""

@@ -13,23 +13,20 @@ Why this shape (docs/postgres.md):
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import zstandard
 
-from auditsink.model import LEVEL_RANK, BadItem, Item
+from auditsink.model import LEVEL_RANK, Item
 from auditsink.query.builder import STAGE_INDEX
 from auditsink.store import pg_schema
+from auditsink.store._shared import GROUPS_PREFIX, REJECTED_BODY_BYTES, GroupCommitWriter, Task
 from auditsink.store.base import (
     Alert,
-    Overloaded,
     Rejected,
     Selector,
     StoredEvent,
@@ -37,7 +34,6 @@ from auditsink.store.base import (
     WriteResult,
 )
 from auditsink.store.pg_queries import PostgresQueries
-from auditsink.store.sqlite import _GROUPS_PREFIX, _REJECTED_BODY_BYTES, _settle, _Task
 from auditsink.timeutil import parse_timestamp
 
 log = logging.getLogger("auditsink.store")
@@ -70,7 +66,7 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
-class PostgresStore(PostgresQueries):
+class PostgresStore(GroupCommitWriter, PostgresQueries):
     """PostgreSQL store; see the module docstring for the commit-order and dedup contract."""
 
     def __init__(self, url: str, sync: str = "normal", queue_events: int = 50_000,
@@ -79,21 +75,12 @@ class PostgresStore(PostgresQueries):
             raise StoreError(f"sync {sync!r}: expected 'normal' or 'full'")
         super().__init__(url)
         self.sync = sync
-        self.queue_events = queue_events
-        self.group_events = group_events
+        self._init_writer(queue_events, group_events)
         self._level = compression_level
-        self._queue: deque[_Task | Callable[[Any], None]] = deque()
-        self._pending = 0
-        self._cond = threading.Condition()
-        self._closing = False
-        self._writer: threading.Thread | None = None
         self._conn: Any = None
         self._ids: dict[str, int] = {}
         self._key_ids: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._ahead_day = -1
-        self.last_commit_seconds = 0.0
-        self.duplicates = 0
-        self.commits = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -108,8 +95,7 @@ class PostgresStore(PostgresQueries):
         finally:
             conn.close()
         if start_writer:
-            self._writer = threading.Thread(target=self._run, name="auditsink-writer", daemon=True)
-            self._writer.start()
+            self._start_writer()
 
     def migrate(self) -> list[pg_schema.Migration]:
         """Apply pending schema migrations (``auditsink db migrate``); returns those applied."""
@@ -133,12 +119,7 @@ class PostgresStore(PostgresQueries):
 
     def close(self) -> None:
         """Drain the queue (graceful stop), then close the connections."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        if self._writer is not None:
-            self._writer.join()
-            self._writer = None
+        self._stop_writer()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -146,73 +127,7 @@ class PostgresStore(PostgresQueries):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def submit(self, items: list[Item], cluster: str = "",
-               bad: Sequence[BadItem] = ()) -> asyncio.Future[WriteResult]:
-        """Queue a batch (and its undecodable items); the future resolves once committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[WriteResult] = loop.create_future()
-
-        def done(task: _Task) -> None:
-            loop.call_soon_threadsafe(_settle, future, task)
-
-        self._enqueue(_Task(items, cluster, done, bad))
-        return future
-
-    def write(self, items: list[Item], cluster: str = "", bad: Sequence[BadItem] = ()) -> WriteResult:
-        """Write from a plain thread and wait for the commit (import, tests)."""
-        finished = threading.Event()
-        task = _Task(items, cluster, lambda _task: finished.set(), bad)
-        while True:
-            try:
-                self._enqueue(task)
-                break
-            except Overloaded:
-                time.sleep(0.01)
-        finished.wait()
-        if task.error is not None:
-            raise task.error
-        return task.result
-
-    def reject(self, bad: list[BadItem], cluster: str = "") -> None:
-        """Keep undecodable items for ``auditsink rejected`` (committed before returning)."""
-        if bad:
-            self.write([], cluster, bad)
-
-    def _enqueue(self, task: _Task) -> None:
-        with self._cond:
-            if self._closing:
-                raise StoreError("store is closing")
-            if self._pending and self._pending + len(task.items) > self.queue_events:
-                raise Overloaded(retry_after=1)
-            self._pending += len(task.items)
-            self._queue.append(task)
-            self._cond.notify()
-
-    def queue_depth(self) -> int:
-        """Events waiting for the writer."""
-        return self._pending
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                tasks: list[_Task] = []
-                count = 0
-                while self._queue and (count < self.group_events or not tasks):
-                    entry = self._queue.popleft()
-                    assert isinstance(entry, _Task)
-                    tasks.append(entry)
-                    count += len(entry.items)
-            self._commit_group(tasks)
-            with self._cond:
-                self._pending -= count
-            for task in tasks:
-                task.done(task)
-
-    def _commit_group(self, tasks: list[_Task]) -> None:
+    def _commit_group(self, tasks: list[Task]) -> None:
         started = time.perf_counter()
         try:
             conn = self._writer_conn()
@@ -242,7 +157,7 @@ class PostgresStore(PostgresQueries):
                                          (new,)):
             self._ids[value] = ident
 
-    def _insert(self, conn: Any, tasks: list[_Task]) -> None:
+    def _insert(self, conn: Any, tasks: list[Task]) -> None:
         """Prepare rows and frames, then COPY and move them into ``events`` under the log lock."""
         keys = self._key_ids
         if len(keys) > 100_000:
@@ -257,7 +172,7 @@ class PostgresStore(PostgresQueries):
                 ref = event.objectRef
                 user = event.user
                 key = (
-                    event.verb, user.username, _GROUPS_PREFIX + "\n".join(user.groups),
+                    event.verb, user.username, GROUPS_PREFIX + "\n".join(user.groups),
                     event.sourceIPs[0] if event.sourceIPs else "", event.userAgent,
                     ref.apiGroup if ref else "", ref.resource if ref else "",
                     ref.subresource if ref else "", ref.namespace if ref else "",
@@ -329,7 +244,7 @@ class PostgresStore(PostgresQueries):
                     cur.executemany(
                         "INSERT INTO rejected (time, cluster, error, body) VALUES (%s,%s,%s,%s)",
                         [(now, _text(task.cluster), _text(f"item {b.index}: {b.error}"),
-                          b.snippet.encode()[:_REJECTED_BODY_BYTES]) for b in task.bad])
+                          b.snippet.encode()[:REJECTED_BODY_BYTES]) for b in task.bad])
             stored: dict[int, int] = {}
             if rows:
                 # Held until COMMIT: positions are handed out one transaction at a time, so they

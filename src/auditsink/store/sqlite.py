@@ -13,27 +13,34 @@ Why this shape (design.md, "The store is the log"):
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from importlib import resources
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import zstandard
 
-from auditsink.model import LEVEL_RANK, LEVELS, STAGES, BadItem, Item
+from auditsink.model import LEVEL_RANK, LEVELS, STAGES, Item
 from auditsink.query.builder import STAGE_INDEX, build_where
+from auditsink.store._shared import (
+    GROUPABLE,
+    GROUPS_PREFIX,
+    INTERNED,
+    REJECTED_BODY_BYTES,
+    GroupCommitWriter,
+    Task,
+    group_rows,
+)
 from auditsink.store.base import (
     Alert,
     AlertSelector,
-    Overloaded,
     Rejected,
     Selector,
     StoredEvent,
@@ -48,9 +55,6 @@ _INSERT = (
     " offset, length, verb, user, groups, source_ip, user_agent, api_group, resource,"
     " subresource, namespace) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_REJECTED_BODY_BYTES = 4096
-# Group lists are interned as one string with this prefix, so no user or verb can collide.
-_GROUPS_PREFIX = "\x1fgroups\x1f"
 _BLOB_CACHE = 16
 
 
@@ -94,22 +98,7 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class _Task:
-    """A batch waiting for the writer, and how to tell its submitter it is committed."""
-
-    __slots__ = ("items", "cluster", "bad", "done", "result", "error")
-
-    def __init__(self, items: list[Item], cluster: str, done: Callable[["_Task"], None],
-                 bad: Sequence[BadItem] = ()) -> None:
-        self.items = items
-        self.cluster = cluster
-        self.bad = bad
-        self.done = done
-        self.result = WriteResult()
-        self.error: BaseException | None = None
-
-
-class SQLiteStore:
+class SQLiteStore(GroupCommitWriter):
     """SQLite store; see the module docstring for the durability and batching contract."""
 
     def __init__(
@@ -126,23 +115,14 @@ class SQLiteStore:
         if sync not in ("normal", "full"):
             raise StoreError(f"sync {sync!r}: expected 'normal' or 'full'")
         self.sync = sync
-        self.queue_events = queue_events
-        self.group_events = group_events
+        self._init_writer(queue_events, group_events)
         self._level = compression_level
         self.blob_events = blob_events
-        self._queue: deque[_Task | Callable[[sqlite3.Connection], None]] = deque()
-        self._pending = 0
-        self._cond = threading.Condition()
-        self._closing = False
-        self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._ids: dict[str, int] = {}
         self._key_ids: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._blobs: OrderedDict[int, bytes] = OrderedDict()
         self._local = threading.local()
-        self.last_commit_seconds = 0.0
-        self.duplicates = 0
-        self.commits = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -166,8 +146,7 @@ class SQLiteStore:
         self._conn = conn
         self._ids = dict(conn.execute("SELECT value, id FROM strings"))
         if start_writer:
-            self._writer = threading.Thread(target=self._run, name="auditsink-writer", daemon=True)
-            self._writer.start()
+            self._start_writer()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -181,101 +160,18 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Drain the queue (graceful stop), then close the file."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        if self._writer is not None:
-            self._writer.join()
-            self._writer = None
+        self._stop_writer()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
     # -- writing ---------------------------------------------------------------------------
 
-    def submit(self, items: list[Item], cluster: str = "",
-               bad: Sequence[BadItem] = ()) -> asyncio.Future[WriteResult]:
-        """Queue a batch (and its undecodable items); the future resolves once committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[WriteResult] = loop.create_future()
-
-        def done(task: _Task) -> None:
-            loop.call_soon_threadsafe(_settle, future, task)
-
-        self._enqueue(_Task(items, cluster, done, bad))
-        return future
-
-    def write(self, items: list[Item], cluster: str = "", bad: Sequence[BadItem] = ()) -> WriteResult:
-        """Write from a plain thread and wait for the commit (import, tests)."""
-        finished = threading.Event()
-        task = _Task(items, cluster, lambda _task: finished.set(), bad)
-        while True:
-            try:
-                self._enqueue(task)
-                break
-            except Overloaded:
-                time.sleep(0.01)
-        finished.wait()
-        if task.error is not None:
-            raise task.error
-        return task.result
-
-    def _enqueue(self, task: _Task) -> None:
-        with self._cond:
-            if self._closing:
-                raise StoreError("store is closing")
-            if self._pending and self._pending + len(task.items) > self.queue_events:
-                raise Overloaded(retry_after=1)
-            self._pending += len(task.items)
-            self._queue.append(task)
-            self._cond.notify()
-
-    def run_in_writer(self, job: Callable[[sqlite3.Connection], None]) -> None:
-        """Run maintenance (retention, cursors) on the writer thread, between commits."""
-        with self._cond:
-            self._queue.append(job)
-            self._cond.notify()
-
-    def queue_depth(self) -> int:
-        """Events waiting for the writer."""
-        return self._pending
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                tasks: list[_Task] = []
-                jobs: list[Callable[[sqlite3.Connection], None]] = []
-                count = 0
-                while self._queue and (count < self.group_events or not tasks):
-                    entry = self._queue.popleft()
-                    if isinstance(entry, _Task):
-                        tasks.append(entry)
-                        count += len(entry.items)
-                    else:
-                        jobs.append(entry)
-            if tasks:
-                self._commit_group(tasks)
-                with self._cond:
-                    self._pending -= count
-                for task in tasks:
-                    task.done(task)
-            for job in jobs:
-                try:
-                    job(self._writer_conn())
-                except Exception:  # maintenance must never stop ingest
-                    import logging
-
-                    logging.getLogger("auditsink.store").exception("store maintenance failed")
-
     def _writer_conn(self) -> sqlite3.Connection:
         assert self._conn is not None, "store is not open"
         return self._conn
 
-    def _commit_group(self, tasks: list[_Task]) -> None:
+    def _commit_group(self, tasks: list[Task]) -> None:
         conn = self._writer_conn()
         started = time.perf_counter()
         try:
@@ -309,12 +205,12 @@ class SQLiteStore:
         verb, user, groups, source_ip, agent, api_group, resource, subresource, namespace = key
         intern = self._intern
         return (
-            intern(conn, verb), intern(conn, user), intern(conn, _GROUPS_PREFIX + "\n".join(groups)),
+            intern(conn, verb), intern(conn, user), intern(conn, GROUPS_PREFIX + "\n".join(groups)),
             intern(conn, source_ip), intern(conn, agent), intern(conn, api_group),
             intern(conn, resource), intern(conn, subresource), intern(conn, namespace),
         )
 
-    def _insert(self, conn: sqlite3.Connection, tasks: list[_Task]) -> None:
+    def _insert(self, conn: sqlite3.Connection, tasks: list[Task]) -> None:
         """Compress the group's bodies into blobs, then insert one row per event."""
         now = time.time()
         items: list[Item] = []
@@ -324,7 +220,7 @@ class SQLiteStore:
                 conn.executemany(
                     "INSERT INTO rejected (time, cluster, error, body) VALUES (?,?,?,?)",
                     [(now, task.cluster, f"item {b.index}: {b.error}",
-                      b.snippet.encode()[:_REJECTED_BODY_BYTES]) for b in task.bad],
+                      b.snippet.encode()[:REJECTED_BODY_BYTES]) for b in task.bad],
                 )
         if not items:
             return  # only undecodable items in this group
@@ -387,11 +283,6 @@ class SQLiteStore:
                 offset += length + 1
         return places
 
-    def reject(self, bad: list[BadItem], cluster: str = "") -> None:
-        """Keep undecodable items for ``auditsink rejected`` (committed before returning)."""
-        if bad:
-            self.write([], cluster, bad)
-
     # -- retention -------------------------------------------------------------------------
 
     def prune(self, older_than: int, chunk: int = 20_000) -> int:
@@ -399,29 +290,21 @@ class SQLiteStore:
 
         Runs on the writer thread in chunks so ingest commits interleave with pruning.
         """
+        def delete_chunk(conn: sqlite3.Connection) -> int:
+            with conn:
+                cur = conn.execute(
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ?"
+                    " ORDER BY time LIMIT ?)",
+                    (older_than, chunk),
+                )
+                if cur.rowcount < chunk:
+                    # Every event of these blobs is older than the cutoff: all gone.
+                    conn.execute("DELETE FROM blobs WHERE max_time < ?", (older_than,))
+                return int(cur.rowcount)
+
         deleted = 0
         while True:
-            done = threading.Event()
-            counts: list[int] = []
-
-            def job(conn: sqlite3.Connection) -> None:
-                try:
-                    with conn:
-                        cur = conn.execute(
-                            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ?"
-                            " ORDER BY time LIMIT ?)",
-                            (older_than, chunk),
-                        )
-                        counts.append(cur.rowcount)
-                        if cur.rowcount < chunk:
-                            # Every event of these blobs is older than the cutoff: all gone.
-                            conn.execute("DELETE FROM blobs WHERE max_time < ?", (older_than,))
-                finally:
-                    done.set()
-
-            self.run_in_writer(job)
-            done.wait()
-            count = counts[0] if counts else 0
+            count = self.call_in_writer(delete_chunk)
             deleted += count
             if count < chunk:
                 return deleted
@@ -450,10 +333,10 @@ class SQLiteStore:
         ids = []
         rows = conn.execute(
             "SELECT id, value FROM strings WHERE substr(value, 1, ?) = ?",
-            (len(_GROUPS_PREFIX), _GROUPS_PREFIX),
+            (len(GROUPS_PREFIX), GROUPS_PREFIX),
         )
         for ident, value in rows:
-            if wanted.intersection(value[len(_GROUPS_PREFIX) :].split("\n")):
+            if wanted.intersection(value[len(GROUPS_PREFIX) :].split("\n")):
                 ids.append(ident)
         return ids
 
@@ -576,27 +459,17 @@ class SQLiteStore:
              json.dumps(a.tags), json.dumps(a.fields, default=str))
             for a in alerts
         ]
-        done = threading.Event()
-        errors: list[BaseException] = []
 
-        def job(conn: sqlite3.Connection) -> None:
-            try:
-                with conn:
-                    conn.executemany(
-                        "INSERT INTO alerts (time, rule, priority, output, audit_id, event, cluster,"
-                        " tags, fields) VALUES (?,?,?,?,?,?,?,?,?)", rows)
-                    conn.execute(
-                        "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name)"
-                        " DO UPDATE SET position = excluded.position", (name, position))
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                done.set()
+        def store_them(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.executemany(
+                    "INSERT INTO alerts (time, rule, priority, output, audit_id, event, cluster,"
+                    " tags, fields) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                conn.execute(
+                    "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name)"
+                    " DO UPDATE SET position = excluded.position", (name, position))
 
-        self.run_in_writer(job)
-        done.wait()
-        if errors:
-            raise errors[0]
+        self.call_in_writer(store_them)
 
     def set_cursor(self, name: str, position: int) -> None:
         """Advance a consumer's durable cursor."""
@@ -659,10 +532,6 @@ class SQLiteStore:
 
     # -- web UI questions (issue 7): grouped counts over indexed ranges -----------------------
 
-    _GROUPABLE = frozenset({"user", "verb", "resource", "subresource", "namespace", "cluster",
-                            "api_group", "groups", "code", "name", "stage", "level"})
-    _INTERNED = frozenset({"user", "verb", "resource", "subresource", "namespace", "cluster",
-                           "api_group", "groups"})
 
     def time_bounds(self, selector: Selector) -> tuple[int, int] | None:
         """The oldest and newest stageTimestamp (µs) of matching events; None when none match."""
@@ -682,13 +551,13 @@ class SQLiteStore:
 
         ``bucket_us`` 60_000_000 gives events per minute.
         """
-        if column not in self._GROUPABLE:
+        if column not in GROUPABLE:
             raise ValueError(f"cannot group by {column!r}")
         where, params = build_where(self._packed(selector), self._resolve, self._resolve_groups)
         rows = self._reader().execute(
             f"SELECT time / ? AS bucket, {column}, count(*) FROM events WHERE {where}"
             f" GROUP BY bucket, {column} ORDER BY bucket", [bucket_us, *params]).fetchall()
-        names = self._names({r[1] for r in rows}) if column in self._INTERNED else {}
+        names = self._names({r[1] for r in rows}) if column in INTERNED else {}
         return [(b * bucket_us, str(names.get(v, v)), n) for b, v, n in rows]
 
     def group_counts(self, selector: Selector, columns: Sequence[str], limit: int = 10,
@@ -698,7 +567,7 @@ class SQLiteStore:
         ``group_counts(Selector(users=["alice"]), ["resource", "verb"])`` ->
         ``[{"resource": "pods", "verb": "list", "count": 2}, ...]``
         """
-        unknown = [c for c in columns if c not in self._GROUPABLE]
+        unknown = [c for c in columns if c not in GROUPABLE]
         if unknown or not columns:
             raise ValueError(f"cannot group by {unknown or columns!r}")
         where, params = build_where(self._packed(selector), self._resolve, self._resolve_groups)
@@ -708,25 +577,8 @@ class SQLiteStore:
         rows = self._reader().execute(
             f"SELECT {cols}, count(*) AS n FROM events WHERE {where} GROUP BY {cols}"
             " ORDER BY n DESC LIMIT ?", [*params, limit]).fetchall()
-        ids = {r[i] for r in rows for i, c in enumerate(columns) if c in self._INTERNED}
-        names = self._names(ids)
-        out: list[dict[str, object]] = []
-        for row in rows:
-            entry: dict[str, object] = {}
-            for i, column in enumerate(columns):
-                value = row[i]
-                if column in self._INTERNED:
-                    value = names.get(value, "")
-                    if column == "groups":
-                        value = value[len(_GROUPS_PREFIX):].split("\n") if value else []
-                elif column == "stage":
-                    value = STAGES[value]
-                elif column == "level":
-                    value = LEVELS[value]
-                entry[column] = value
-            entry["count"] = row[-1]
-            out.append(entry)
-        return out
+        ids = {r[i] for r in rows for i, c in enumerate(columns) if c in INTERNED}
+        return group_rows(rows, columns, self._names(ids))
 
     def clusters_seen(self, selector: Selector, sample: int = 20_000) -> list[str]:
         """Cluster names of matching events among the newest ``sample`` stored (bounded work)."""
@@ -789,11 +641,3 @@ class SQLiteStore:
         return dict(self._reader().execute(
             f"SELECT id, value FROM strings WHERE id IN ({marks})", list(ids)))
 
-
-def _settle(future: asyncio.Future[WriteResult], task: _Task) -> None:
-    if future.cancelled():
-        return
-    if task.error is not None:
-        future.set_exception(task.error)
-    else:
-        future.set_result(task.result)
