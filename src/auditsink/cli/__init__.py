@@ -25,3 +25,4 @@ from auditsink.cli import query  # noqa: E402,F401
 from auditsink.cli import rules  # noqa: E402,F401
 from auditsink.cli import serve  # noqa: E402,F401
 from auditsink.cli import setup  # noqa: E402,F401
+from auditsink.cli import worker  # noqa: E402,F401

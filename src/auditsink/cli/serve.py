@@ -12,11 +12,11 @@ import click
 from auditsink.admit.match import MatchError, compile_match
 from auditsink.cli import main
 from auditsink.cli.common import config_option, store_option
+from auditsink.cli.worker import bus_options, open_bus_sink
 from auditsink.logs import setup_logging
 from auditsink.model import BodyError, decode_body, iter_file_bodies
 from auditsink.pipeline import Pipeline
 from auditsink.printer import FORMATS, Printer
-from auditsink.receive.app import DEFAULT_MAX_BODY
 from auditsink.receive.auth import AuthConfigError, Authenticator
 from auditsink.receive.tls import uvicorn_tls_kwargs
 from auditsink.receive.server import ConfigError, ServeOptions, serve
@@ -121,6 +121,7 @@ def _pipeline_options(f: Any) -> Any:
               help="At most this many notifications per rule per minute (0: no limit).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@bus_options
 def serve_command(listen: str, paths: tuple[str, ...], fmt: str, store_url: str, matches: tuple[str, ...],
                   policy_file: str | None, redact_secrets: bool, sync: str, max_body: str,
                   body_timeout: float, queue_events: int, retention: str | None, api_listen: str, api_token_file: str | None,
@@ -128,7 +129,8 @@ def serve_command(listen: str, paths: tuple[str, ...], fmt: str, store_url: str,
                   allowed_cns: tuple[str, ...], token_file: str | None, basic_auth_file: str | None,
                   insecure: bool, rule_files: tuple[str, ...], no_rules: bool,
                   notify_specs: tuple[str, ...], notify_min_priority: str, notify_rate: int,
-                  log_format: str, log_level: str) -> None:
+                  log_format: str, log_level: str, bus_url: str | None = None, bus_stream: str = "",
+                  bus_subject: str = "", bus_replicas: int = 1) -> None:
     """Receive audit events from kube-apiserver's webhook, store and print them.
 
     \b
@@ -165,10 +167,23 @@ def serve_command(listen: str, paths: tuple[str, ...], fmt: str, store_url: str,
                                   "loopback without --api-token-file (or --insecure)")
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    pipeline = _build_pipeline(store_url, fmt, matches, policy_file, redact_secrets, sync,
-                               queue_events=queue_events)
+    if bus_url:
+        # Publish to JetStream instead of storing; `auditsink worker` stores (docs/bus.md).
+        if retention or rule_files or notify_specs or click.get_current_context().get_parameter_source(
+                "store_url") == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("with --bus, serve has no store: give --store, --rules and --notify "
+                                   "to `auditsink worker --detect`, and --retention to an "
+                                   "`auditsink serve --store URL` beside the store")
+        pipeline = _build_pipeline("none", fmt, matches, policy_file, redact_secrets, sync)
+        sink = open_bus_sink(bus_url, bus_stream, bus_subject, bus_replicas)
+        sink.register_metrics(pipeline.metrics)
+        pipeline.store = sink
+        no_rules = True
+    else:
+        pipeline = _build_pipeline(store_url, fmt, matches, policy_file, redact_secrets, sync,
+                                   queue_events=queue_events)
     api_app = None
-    if options.api_listen and pipeline.store is not None:
+    if options.api_listen and pipeline.store is not None and not bus_url:
         from auditsink.query.api import ReadAPI
 
         api_app = ReadAPI(pipeline.store, token=api_token)
