@@ -99,7 +99,8 @@ class ServerProcess:
                     return self
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("auditsink serve did not become healthy")
+        self.stop(signal.SIGKILL)  # never leave a half-started server behind
+        raise RuntimeError(f"auditsink serve did not become healthy: {self.stderr_path.read_text()}")
 
     def exchange(
         self,
