@@ -96,7 +96,7 @@ def _pipeline_options(f: Any) -> Any:
 @click.option("--max-body", default="64MiB", show_default=True, help="Largest request body accepted (413 above).")
 @click.option("--body-timeout", default=25.0, show_default=True,
               help="Seconds to receive a request body (the API server gives up after 30).")
-@click.option("--queue-events", default=50_000, show_default=True,
+@click.option("--queue-events", default=16_000, show_default=True,
               help="Events waiting for the store before the receiver answers 429 (bounds memory).")
 @click.option("--retention", help="Delete events older than this, e.g. 30d (default: keep everything).")
 @click.option("--api-listen", default="127.0.0.1:8081", show_default=True, envvar="AUDITSINK_API_LISTEN",

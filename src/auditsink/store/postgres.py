@@ -69,7 +69,7 @@ def _text(value: str) -> str:
 class PostgresStore(GroupCommitWriter, PostgresQueries):
     """PostgreSQL store; see the module docstring for the commit-order and dedup contract."""
 
-    def __init__(self, url: str, sync: str = "normal", queue_events: int = 50_000,
+    def __init__(self, url: str, sync: str = "normal", queue_events: int = 16_000,
                  group_events: int = 8_000, compression_level: int = 3) -> None:
         if sync not in ("normal", "full"):
             raise StoreError(f"sync {sync!r}: expected 'normal' or 'full'")

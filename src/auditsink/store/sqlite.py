@@ -175,7 +175,7 @@ class SQLiteStore(GroupCommitWriter):
         self,
         url: str,
         sync: str = "normal",
-        queue_events: int = 50_000,
+        queue_events: int = 16_000,
         group_events: int = 8_000,
         compression_level: int = 3,
         blob_events: int = 128,
