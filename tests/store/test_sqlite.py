@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from auditsink.model import decode_body
-from auditsink.store.base import StoreError, open_store
+from auditsink.store.base import Selector, StoreError, open_store
 from auditsink.store.postgres import PostgresStore
 from auditsink.store.sqlite import SQLiteStore, path_from_url
 
@@ -97,3 +97,41 @@ def test_wal_is_rewound_under_continuous_writes(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == written
     conn.close()
     assert largest < 32 << 20, f"WAL reached {largest} bytes after {written} events"
+
+
+def test_object_history_reads_the_index_in_log_order(tmp_path: Path) -> None:
+    # Busy objects (leases, leader-election configmaps) collect tens of thousands of events:
+    # their newest page must come straight off an index, not from sorting all of them.
+    store = _store(tmp_path)
+    store.write(_distinct_items(50, 0))
+    statements: list[str] = []
+    reader = store._reader()
+    reader.set_trace_callback(statements.append)
+    page = store.query(Selector(resources=["configmaps"], namespaces=["demo"], names=["cm-7"]))
+    reader.set_trace_callback(None)
+    assert len(page) == 1
+    select = next(s for s in statements if s.startswith("SELECT events.id"))
+    plan = " | ".join(row[3] for row in reader.execute("EXPLAIN QUERY PLAN " + select))
+    store.close()
+    assert "events_object_log" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_schema_1_files_are_upgraded_in_place(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.write(_distinct_items(5, 0))
+    store.close()
+    conn = sqlite3.connect(store.path)
+    conn.execute("DROP INDEX events_object_log")
+    conn.execute("CREATE INDEX events_object ON events (name, resource, namespace, time)")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    store = _store(tmp_path)
+    assert len(store.query(Selector(names=["cm-3"]))) == 1
+    store.close()
+    conn = sqlite3.connect(store.path)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    conn.close()
+    assert "events_object_log" in indexes and "events_object" not in indexes
+    assert version == "2"

@@ -1,4 +1,4 @@
--- auditsink SQLite schema, version 1.
+-- auditsink SQLite schema, version 2 (SQLiteStore.open upgrades version 1 files).
 -- Bodies are compressed per commit group (one zstd frame per "blob"), which compresses far
 -- better than per-event; each event row points into its blob. Repeated strings (users, verbs,
 -- resources, namespaces, user agents, ...) are stored once in `strings` and referenced by id,
@@ -39,7 +39,11 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_dedup ON events (time, audit_id, stage, cluster);
 CREATE INDEX IF NOT EXISTS events_audit_id ON events (audit_id);
 CREATE INDEX IF NOT EXISTS events_user ON events (user, time);
-CREATE INDEX IF NOT EXISTS events_object ON events (name, resource, namespace, time);
+-- One object's events in log order: the rowid is every index's implicit last column, so
+-- "this object's history, newest first" reads the index backwards and stops at the page size
+-- however often the object changed. With time as the last column (schema 1) SQLite had to
+-- sort them all: 370 ms for a namespace with 181,000 events in a 10M-event store.
+CREATE INDEX IF NOT EXISTS events_object_log ON events (name, resource, namespace);
 CREATE INDEX IF NOT EXISTS events_namespace ON events (namespace, time);
 CREATE INDEX IF NOT EXISTS events_code ON events (code, time) WHERE code >= 400;
 CREATE TABLE IF NOT EXISTS rejected (

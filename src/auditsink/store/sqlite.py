@@ -50,7 +50,7 @@ from auditsink.store.base import (
 )
 from auditsink.timeutil import parse_timestamp
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 _INSERT = (
     "INSERT OR IGNORE INTO events (time, audit_id, cluster, stage, level, name, code, blob,"
     " offset, length, verb, user, groups, source_ip, user_agent, api_group, resource,"
@@ -207,11 +207,20 @@ class SQLiteStore(GroupCommitWriter):
         try:
             conn = self._connect()
             schema = resources.files("auditsink.store").joinpath("schema.sql").read_text()
+            upgrading = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_object'"
+            ).fetchone()
+            if upgrading:
+                log.warning("upgrading %s to schema %s: rebuilding the object index once "
+                            "(about 15 s per 10 million events)", self.path, SCHEMA_VERSION)
             with conn:
                 conn.executescript(schema)
+                # Schema 1's object index ended in time and made object history sort.
+                conn.execute("DROP INDEX IF EXISTS events_object")
                 conn.execute("INSERT OR IGNORE INTO strings (value) VALUES ('')")
                 conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (SCHEMA_VERSION,),
                 )
         except sqlite3.DatabaseError as exc:
