@@ -144,7 +144,7 @@ class Checkpointer:
 
     def checkpoint(self, conn: sqlite3.Connection) -> None:
         """One background pass, then queue the writer's short finishing pass."""
-        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.checkpoints += 1
         if frames > 0 and not self._finishing.is_set():
             self._finishing.set()
