@@ -2,7 +2,8 @@
 cursor, alerts stored in the same transaction that advances the cursor.
 
 A restart therefore re-evaluates nothing twice and misses nothing (design.md, "The store is the
-log"), and ingest never waits for the rules.
+log"), and ingest never waits for the rules. With several replicas on one store, one of them
+runs the rules and the others stand by (consumer.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from auditsink.consumer import Follower
 from auditsink.rules.priority import RANK
 from auditsink.store.base import Alert, Selector, Store
 from auditsink.timeutil import parse_timestamp
@@ -38,6 +40,7 @@ class Detector:
         self.position = store.get_cursor(CURSOR)
         self.evaluated = 0
         self.raised = 0
+        self.follower = Follower(store, CURSOR, self.step, self._resume, poll)
 
     def step(self) -> int:
         """Evaluate the next page of events; returns how many were read."""
@@ -55,7 +58,7 @@ class Detector:
                     output=found.output, audit_id=found.auditID, event=stored.id,
                     cluster=stored.cluster, tags=list(found.tags), fields=dict(found.output_fields),
                 ))
-        self.store.commit_consumed(CURSOR, page[-1].id, alerts)
+        self.store.commit_consumed(CURSOR, page[-1].id, alerts, expected=self.position)
         self.position = page[-1].id
         self.evaluated += len(page)
         self.raised += len(alerts)
@@ -64,14 +67,12 @@ class Detector:
         return len(page)
 
     def run(self, stop: threading.Event) -> None:
-        """Follow the store until ``stop`` is set; errors are logged and retried."""
-        while not stop.is_set():
-            try:
-                if self.step():
-                    continue
-            except Exception:
-                log.exception("evaluating rules failed; retrying")
-            stop.wait(self.poll)
+        """Follow the store until ``stop`` is set, in one replica at a time (consumer.py);
+        errors are logged and retried."""
+        self.follower.run(stop)
+
+    def _resume(self) -> None:
+        self.position = self.store.get_cursor(CURSOR)
 
     def lag(self) -> int:
         """Events committed but not yet evaluated."""

@@ -12,12 +12,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from conftest import ServerProcess
 
-from auditsink.store.base import Selector, open_store
+from auditsink.store.base import AlertSelector, Selector, open_store
 
 pytestmark = pytest.mark.postgres
 
@@ -135,3 +136,67 @@ def test_replicas_store_every_acknowledged_event_once(tmp_path: Path, postgres_u
     assert not missing, f"{len(missing)} acknowledged events were lost"
     assert all(n == 1 for n in counts.values()), "an event was stored twice"
     assert len(seen) == len(set(seen)) == len(counts), "the consumer missed or repeated events"
+
+
+def _exec_event() -> tuple[str, bytes]:
+    """A ``kubectl exec`` into a pod (fires the built-in rule *Pod Exec or Attach*)."""
+    audit_id = str(uuid.uuid4())
+    event = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request",
+             "auditID": audit_id, "stage": "ResponseStarted", "verb": "create",
+             "requestURI": "/api/v1/namespaces/demo/pods/web/exec?command=sh",
+             "user": {"username": "alice", "groups": ["system:authenticated"]},
+             "objectRef": {"resource": "pods", "namespace": "demo", "name": "web",
+                           "apiVersion": "v1", "subresource": "exec"},
+             "responseStatus": {"metadata": {}, "code": 101},
+             "requestReceivedTimestamp": "2026-11-26T10:00:00.000001Z",
+             "stageTimestamp": "2026-11-26T10:00:00.000002Z"}
+    return audit_id, json.dumps(event).encode()
+
+
+def _rules_active(replica: ServerProcess) -> bool:
+    status, text = replica.request("GET", "/metrics")
+    assert status == 200
+    return b"\nauditsink_rules_active 1\n" in text
+
+
+def _wait(condition: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.1)
+
+
+def test_rules_run_on_one_replica_and_move_when_it_dies(tmp_path: Path, postgres_url: str) -> None:
+    replicas = []
+    for n in range(2):
+        workdir = tmp_path / f"replica{n}"
+        workdir.mkdir()
+        replicas.append(ServerProcess(workdir, "--store", postgres_url, "--format", "none",
+                                      api=False).start())
+    reader = open_store(postgres_url)
+    reader.open(start_writer=False)  # type: ignore[call-arg]
+
+    def alerts_for(audit_id: str) -> int:
+        return len(reader.alerts(AlertSelector(audit_ids=[audit_id])))
+
+    try:
+        _wait(lambda: sum(_rules_active(r) for r in replicas) == 1, "one replica runs the rules")
+        leader = next(r for r in replicas if _rules_active(r))
+        standby = next(r for r in replicas if r is not leader)
+        # Sent to the standby: the leader finds it in the shared store and raises it once.
+        first, body = _exec_event()
+        assert standby.post(body)[0] == 200
+        _wait(lambda: alerts_for(first) == 1, "the leader raised the alert")
+        assert not _rules_active(standby)
+        leader.stop(signal.SIGKILL)  # its PostgreSQL session ends, and with it the claim
+        second, body = _exec_event()
+        assert standby.post(body)[0] == 200
+        _wait(lambda: _rules_active(standby), "the standby took the rules over")
+        _wait(lambda: alerts_for(second) == 1, "the new leader raised the next alert")
+        time.sleep(1)  # a duplicate, if any, would show up now
+        assert alerts_for(first) == 1 and alerts_for(second) == 1
+    finally:
+        reader.close()
+        for replica in replicas:
+            if replica.proc is not None:  # the leader was killed already
+                replica.stop(signal.SIGKILL)

@@ -9,8 +9,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from auditsink.model import decode_body
-from auditsink.store.base import Selector, Store, open_store
+from auditsink.store.base import Alert, AlertSelector, CursorMoved, Selector, Store, open_store
 from auditsink.timeutil import parse_timestamp
 
 
@@ -178,3 +180,28 @@ def test_rejected_items_are_kept(store_url: str) -> None:
     kept = reader.rejected()
     assert [(r.cluster, r.error.split(":")[0]) for r in kept] == [("c", "item 1"), ("c", "item 0")]
     reader.close()
+
+
+def test_one_process_at_a_time_holds_a_consumer(store_url: str) -> None:
+    # Replicas on one store each start the rules; only the holder runs them.
+    first, second = _store(store_url), _store(store_url)
+    assert first.claim_consumer("rules")
+    assert first.claim_consumer("rules"), "a held claim stays held"
+    assert not second.claim_consumer("rules")
+    assert second.claim_consumer("notify:webhook"), "each consumer is claimed on its own"
+    first.close()
+    assert second.claim_consumer("rules"), "closing (or dying) hands the consumer over"
+    second.close()
+
+
+def test_a_stale_cursor_commit_stores_nothing(store_url: str) -> None:
+    # Two processes that both evaluated the same page: only the first commit counts.
+    store = _store(store_url)
+    alert = Alert(time=1, rule="r", priority=5, output="o", audit_id="a", event=3)
+    store.commit_consumed("rules", 5, [alert], expected=0)
+    with pytest.raises(CursorMoved):
+        store.commit_consumed("rules", 5, [alert], expected=0)
+    store.commit_consumed("rules", 9, [], expected=5)
+    assert store.get_cursor("rules") == 9
+    assert len(store.alerts(AlertSelector())) == 1
+    store.close()

@@ -222,6 +222,9 @@ def _consumers(pipeline: Pipeline, rule_files: tuple[str, ...], no_rules: bool,
         pipeline.metrics.gauge("auditsink_rules_lag_events", "Committed events not yet evaluated by the rules.",
                                detector.lag)
         pipeline.metrics.gauge("auditsink_alerts_raised", "Alerts raised since start.", lambda: detector.raised)
+        pipeline.metrics.gauge("auditsink_rules_active",
+                               "Whether this replica runs the rules (1) or another one does (0).",
+                               lambda: int(detector.follower.active))
         consumers.append(detector)
     elif notify_specs:
         raise click.UsageError("--notify sends the alerts of the rules: drop --no-rules")

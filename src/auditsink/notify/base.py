@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from auditsink.consumer import Follower
 from auditsink.rules.priority import PRIORITIES, RANK
 from auditsink.store.base import Alert, AlertSelector, Store
 
@@ -154,16 +155,14 @@ class Delivery:
                         if stop.wait(delay):
                             return 0  # stopping: the cursor stays before this alert
                         delay = min(delay * 2, self.backoff[1])
-            self.store.commit_consumed(self.notifier.name, alert.id, [])
+            self.store.commit_consumed(self.notifier.name, alert.id, [], expected=self.position)
             self.position = alert.id
         return len(page)
 
     def run(self, stop: threading.Event) -> None:
-        """Deliver until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                if self.step(stop):
-                    continue
-            except Exception:
-                log.exception("%s notifier loop failed; retrying", self.notifier.kind)
-            stop.wait(self.poll)
+        """Deliver until ``stop`` is set, from one replica at a time (consumer.py)."""
+        Follower(self.store, self.notifier.name, lambda: self.step(stop), self._resume,
+                 self.poll).run(stop)
+
+    def _resume(self) -> None:
+        self.position = self.store.get_cursor(self.notifier.name)

@@ -36,6 +36,14 @@ class StoreError(Exception):
     """A store could not be opened or used; the message says what to do."""
 
 
+class CursorMoved(StoreError):
+    """Another process advanced a consumer's cursor first: nothing was stored, re-read it.
+
+    With several replicas on one store, this keeps each consumer exactly-once even in the
+    moments when two processes both believe they hold it (see ``claim_consumer``).
+    """
+
+
 @dataclass
 class WriteResult:
     """What one submitted batch turned into once committed."""
@@ -177,8 +185,17 @@ class Store(Protocol):
     def get_cursor(self, name: str) -> int:
         """A consumer's durable position in the log (0 before its first event)."""
 
-    def commit_consumed(self, name: str, position: int, alerts: list[Alert]) -> None:
-        """Store alerts and advance a consumer's cursor atomically."""
+    def commit_consumed(self, name: str, position: int, alerts: list[Alert],
+                        expected: int | None = None) -> None:
+        """Store alerts and advance a consumer's cursor atomically; with ``expected``, only if
+        the cursor is still there (else raise ``CursorMoved`` and store nothing)."""
+
+    def claim_consumer(self, name: str) -> bool:
+        """Try to become the one process running consumer ``name`` (never blocks).
+
+        True while this process holds it; the claim ends when the store is closed or the
+        process dies, and another replica's next try then succeeds.
+        """
 
     def alerts(self, selector: AlertSelector, limit: int = 100, after_id: int = 0,
                newest_first: bool = True, before_id: int | None = None) -> list[Alert]:

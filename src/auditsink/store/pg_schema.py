@@ -19,6 +19,12 @@ from auditsink.store.base import StoreError
 MIGRATE_LOCK = 0x6175646974736B01
 PARTITION_LOCK = 0x6175646974736B02
 LOG_LOCK = 0x6175646974736B03
+# Two-key advisory locks (class, hashtext(consumer name)) live apart from the one-key ones:
+# a session lock per consumer held by the replica running it, and a transaction lock that
+# serializes one consumer's cursor commits. Different classes, so the replica holding the
+# claim never waits on itself when it commits.
+CLAIM_LOCK_CLASS = 0x61756401
+CURSOR_LOCK_CLASS = 0x61756402
 
 DAY_US = 86_400_000_000
 _EPOCH = dt.date(1970, 1, 1)

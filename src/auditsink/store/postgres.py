@@ -27,6 +27,7 @@ from auditsink.store import pg_schema
 from auditsink.store._shared import GROUPS_PREFIX, REJECTED_BODY_BYTES, GroupCommitWriter, Task
 from auditsink.store.base import (
     Alert,
+    CursorMoved,
     Rejected,
     Selector,
     StoredEvent,
@@ -81,6 +82,8 @@ class PostgresStore(GroupCommitWriter, PostgresQueries):
         self._ids: dict[str, int] = {}
         self._key_ids: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._ahead_day = -1
+        self._claims: dict[str, Any] = {}  # consumer name -> the connection holding its lock
+        self._held: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -123,6 +126,10 @@ class PostgresStore(GroupCommitWriter, PostgresQueries):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        for conn in self._claims.values():
+            conn.close()  # ends the session: its consumer claims pass to another replica
+        self._claims.clear()
+        self._held.clear()
         self._close_readers()
 
     # -- writing ---------------------------------------------------------------------------
@@ -286,7 +293,8 @@ class PostgresStore(GroupCommitWriter, PostgresQueries):
 
     # -- consumers and alerts ---------------------------------------------------------------
 
-    def commit_consumed(self, name: str, position: int, alerts: list[Alert]) -> None:
+    def commit_consumed(self, name: str, position: int, alerts: list[Alert],
+                        expected: int | None = None) -> None:
         """Store a consumer's alerts and advance its cursor in one transaction (exactly once)."""
         rows = [
             (a.time, a.rule, a.priority, a.output, a.audit_id, a.event, a.cluster,
@@ -295,6 +303,15 @@ class PostgresStore(GroupCommitWriter, PostgresQueries):
         ]
         conn = self._reader()
         with conn.transaction(), conn.cursor() as cur:
+            if expected is not None:
+                # Compare-and-set: one consumer's commits take turns (a lock that also covers
+                # a cursor row not inserted yet); a stale position rolls everything back.
+                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                            (pg_schema.CURSOR_LOCK_CLASS, name))
+                row = cur.execute("SELECT position FROM cursors WHERE name = %s", (name,)).fetchone()
+                if (row[0] if row else 0) != expected:
+                    raise CursorMoved(f"consumer {name!r} is at {row[0] if row else 0}, "
+                                      f"not {expected}")
             if rows:
                 # Alert ids are positions notifiers page by: hand them out in commit order too.
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.LOG_LOCK,))
@@ -305,6 +322,28 @@ class PostgresStore(GroupCommitWriter, PostgresQueries):
             cur.execute(
                 "INSERT INTO cursors (name, position) VALUES (%s, %s) ON CONFLICT (name)"
                 " DO UPDATE SET position = excluded.position", (name, position))
+
+    def claim_consumer(self, name: str) -> bool:
+        """Hold consumer ``name`` among all replicas: a session advisory lock on a connection
+        of its own, released when the store closes, the process dies or the connection
+        breaks (then this answers False until it is won again)."""
+        conn = self._claims.get(name)
+        try:
+            if conn is None or conn.closed or conn.broken:
+                conn = self._claims[name] = self._connect()
+                self._held.discard(name)
+            if name in self._held:
+                conn.execute("SELECT 1")  # still connected, so still held
+                return True
+            got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                               (pg_schema.CLAIM_LOCK_CLASS, name)).fetchone()[0]
+        except Exception as exc:  # StoreError from connecting, psycopg.Error from the query
+            log.warning("consumer %r: cannot reach PostgreSQL to hold it (%s)", name, exc)
+            self._held.discard(name)
+            return False
+        if got:
+            self._held.add(name)
+        return bool(got)
 
     def set_cursor(self, name: str, position: int) -> None:
         """Advance a consumer's durable cursor."""

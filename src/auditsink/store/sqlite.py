@@ -14,6 +14,8 @@ Why this shape (design.md, "The store is the log"):
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +44,7 @@ from auditsink.store._shared import (
 from auditsink.store.base import (
     Alert,
     AlertSelector,
+    CursorMoved,
     Rejected,
     Selector,
     StoredEvent,
@@ -195,6 +198,7 @@ class SQLiteStore(GroupCommitWriter):
         self._blobs: OrderedDict[int, bytes] = OrderedDict()
         self._local = threading.local()
         self._checkpointer: Checkpointer | None = None
+        self._claims: dict[str, Any] = {}  # consumer name -> its open, flocked lock file
         self.checkpoint_interval = checkpoint_interval
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -248,6 +252,9 @@ class SQLiteStore(GroupCommitWriter):
             self._checkpointer.stop()
             self._checkpointer = None
         self._stop_writer()
+        for handle in self._claims.values():
+            handle.close()  # releases the flock: another process may take the consumer over
+        self._claims.clear()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -539,7 +546,8 @@ class SQLiteStore(GroupCommitWriter):
 
     # -- consumers and alerts ---------------------------------------------------------------
 
-    def commit_consumed(self, name: str, position: int, alerts: list[Alert]) -> None:
+    def commit_consumed(self, name: str, position: int, alerts: list[Alert],
+                        expected: int | None = None) -> None:
         """Store a consumer's alerts and advance its cursor in one transaction (exactly once)."""
         rows = [
             (a.time, a.rule, a.priority, a.output, a.audit_id, a.event, a.cluster,
@@ -548,15 +556,44 @@ class SQLiteStore(GroupCommitWriter):
         ]
 
         def store_them(conn: sqlite3.Connection) -> None:
-            with conn:
+            # An explicit transaction: the connection autocommits each statement otherwise,
+            # and a crash between the alerts and the cursor would raise the alerts twice.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if expected is not None:
+                    row = conn.execute("SELECT position FROM cursors WHERE name = ?",
+                                       (name,)).fetchone()
+                    if (row[0] if row else 0) != expected:
+                        raise CursorMoved(f"consumer {name!r} is at {row[0] if row else 0}, "
+                                          f"not {expected}")
                 conn.executemany(
                     "INSERT INTO alerts (time, rule, priority, output, audit_id, event, cluster,"
                     " tags, fields) VALUES (?,?,?,?,?,?,?,?,?)", rows)
                 conn.execute(
                     "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name)"
                     " DO UPDATE SET position = excluded.position", (name, position))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
         self.call_in_writer(store_them)
+
+    def claim_consumer(self, name: str) -> bool:
+        """Hold consumer ``name`` for this process: an exclusive flock on a file beside the
+        database (``auditsink.db-consumer-<hash>.lock``), released when the store closes or
+        the process dies, so processes sharing one file run each consumer once."""
+        if name in self._claims:
+            return True
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        handle = open(f"{self.path}-consumer-{digest}.lock", "a+b")  # noqa: SIM115 - held open
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._claims[name] = handle
+        return True
 
     def set_cursor(self, name: str, position: int) -> None:
         """Advance a consumer's durable cursor."""
