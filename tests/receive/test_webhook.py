@@ -304,6 +304,9 @@ def test_metrics_health_and_ready(server_factory: Any) -> None:
     assert 'auditsink_http_requests_total{code="200"} 1' in text
     assert "auditsink_request_duration_seconds_count 1" in text
     assert "auditsink_store_queue_events 0" in text
+    commit = next(line for line in text.splitlines()
+                  if line.startswith("auditsink_store_last_commit_seconds "))
+    assert 0 < float(commit.split()[1]) < 5, "the batch above was committed, and timed"
 
 
 def test_cluster_from_url_path(server_factory: Any) -> None:
