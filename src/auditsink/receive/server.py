@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import ipaddress
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Generator
@@ -26,6 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from auditsink.pipeline import Pipeline
 from auditsink.receive.app import DEFAULT_MAX_BODY, ReceiverApp
 from auditsink.receive.tls import peer_cn_from_transport
+from auditsink.runtime import tune_for_ingest
 from auditsink.store.base import Store
 
 log = logging.getLogger("auditsink.serve")
@@ -172,17 +171,7 @@ def serve(pipeline: Pipeline, options: ServeOptions, api_app: Any = None,
         thread.start()
     if options.authenticator is not None and hasattr(options.authenticator, "reload"):
         signal.signal(signal.SIGHUP, lambda *_: _reload(options.authenticator))
-    # The event loop shares the GIL with the store writer and the rules consumer; by default a
-    # thread that wants it waits up to 5 ms. 1 ms took blocking-mode p99 from ~10.5 ms to
-    # ~7.5 ms with rules on, at no cost in batch throughput (benchmarks/README.md).
-    sys.setswitchinterval(0.001)
-    # A 400-event batch allocates thousands of container objects, so the cyclic GC ran every
-    # few events and took 13 % of the CPU in batch mode (py-spy), re-scanning the startup heap
-    # (compiled rules, policy, modules) each full pass. Nothing per-request forms cycles: freeze
-    # the startup heap and collect far less often. With the Structs untracked (model.py):
-    # ~40 % more events/s with --format json (benchmarks/README.md).
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    tune_for_ingest()
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve_all(servers))
