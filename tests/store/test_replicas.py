@@ -39,6 +39,16 @@ def _batch(n: int) -> tuple[list[str], bytes]:
     return ids, json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}).encode()
 
 
+def _start_replicas(tmp_path: Path, count: int, *args: str) -> list[ServerProcess]:
+    """``count`` serve processes, each in its own directory, printing nothing."""
+    replicas = []
+    for n in range(count):
+        workdir = tmp_path / f"replica{n}"
+        workdir.mkdir()
+        replicas.append(ServerProcess(workdir, *args, "--format", "none", api=False).start())
+    return replicas
+
+
 def _post(port: int, body: bytes) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -51,12 +61,7 @@ def _post(port: int, body: bytes) -> int:
 
 
 def test_replicas_store_every_acknowledged_event_once(tmp_path: Path, postgres_url: str) -> None:
-    replicas = []
-    for n in range(3):
-        workdir = tmp_path / f"replica{n}"
-        workdir.mkdir()
-        replicas.append(ServerProcess(workdir, "--store", postgres_url, "--format", "none",
-                                      "--no-rules", api=False).start())
+    replicas = _start_replicas(tmp_path, 3, "--store", postgres_url, "--no-rules")
     ports = [r.port for r in replicas]
     acked: list[str] = []
     retried_elsewhere = 0
@@ -167,12 +172,7 @@ def _wait(condition: Any, what: str, timeout: float = 15.0) -> None:
 
 
 def test_rules_run_on_one_replica_and_move_when_it_dies(tmp_path: Path, postgres_url: str) -> None:
-    replicas = []
-    for n in range(2):
-        workdir = tmp_path / f"replica{n}"
-        workdir.mkdir()
-        replicas.append(ServerProcess(workdir, "--store", postgres_url, "--format", "none",
-                                      api=False).start())
+    replicas = _start_replicas(tmp_path, 2, "--store", postgres_url)
     reader = open_store(postgres_url)
     reader.open(start_writer=False)  # type: ignore[call-arg]
 
