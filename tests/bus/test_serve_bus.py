@@ -4,6 +4,7 @@ readiness and the command-line checks."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import sqlite3
@@ -69,6 +70,39 @@ def test_acknowledged_after_pubAck_deduplicated_and_stored(
         assert serve.stop() == 0
 
 
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_worker_metrics(tmp_path: Path, nats_cluster: Any, bus_server: Any,
+                        worker_factory: Any) -> None:
+    serve = bus_server("--bus", nats_cluster.urls, "--format", "none")
+    try:
+        assert serve.post(event_list(event("m1"), event("m2"), event("m3")))[0] == 200
+        db = tmp_path / "store.db"
+        port = free_port()
+        worker_factory("worker", "--bus", nats_cluster.urls, "--store", f"sqlite:///{db}",
+                       "--detect", "--metrics-listen", f"127.0.0.1:{port}")
+        assert wait_for_rows(db, 3) == ["m1", "m2", "m3"]
+        deadline = time.monotonic() + 10
+        while b"\nauditsink_worker_events_stored_total 3\n" not in (text := _get(port, "/metrics")[1]):
+            assert time.monotonic() < deadline, text.decode()
+            time.sleep(0.1)
+        assert b"\nauditsink_worker_batches_total 1\n" in text
+        assert b"\nauditsink_rules_active 1\n" in text  # the only worker, so it runs the rules
+        assert b"# TYPE auditsink_bus_waiting_batches gauge" in text
+        assert _get(port, "/healthz")[0] == 200
+        assert _get(port, "/nope")[0] == 404
+    finally:
+        assert serve.stop() == 0
+
+
 def test_batch_over_max_payload_is_split(tmp_path: Path, nats_cluster: Any, bus_server: Any,
                                          worker_factory: Any) -> None:
     serve = bus_server("--bus", nats_cluster.urls, "--format", "none")
@@ -116,6 +150,7 @@ def test_nats_down_answers_429_and_not_ready_then_recovers(nats_cluster: Any,
     (["worker", "--bus", "nats://127.0.0.1:4222", "--rules", __file__], "go with --detect"),
     (["serve", "--bus", "127.0.0.1:4222"], "expected nats://HOST:PORT"),
     (["serve", "--bus", "nats://127.0.0.1:4222", "--store", "sqlite:///x.db"], "serve has no store"),
+    (["worker", "--bus", "nats://127.0.0.1:4222", "--metrics-listen", "9090"], "expected HOST:PORT"),
 ])
 def test_command_line_mistakes(args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, args)

@@ -72,12 +72,14 @@ def open_bus_sink(bus_url: str, stream: str, subject: str, replicas: int) -> Any
               help="With --detect: Falco-format rule files (default: the built-in rules).")
 @click.option("--notify", "notify_specs", multiple=True, metavar="KIND[:URL]",
               help="With --detect: send alerts to stdout, webhook:URL or slack:URL (repeatable).")
+@click.option("--metrics-listen", metavar="HOST:PORT", envvar="AUDITSINK_METRICS_LISTEN",
+              help="Serve Prometheus metrics (GET /metrics) and /healthz there (default: off).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 def worker_command(bus_url: str | None, bus_stream: str, bus_subject: str, bus_replicas: int, store_url: str,
                    sync: str, bus_consumer: str, fetch: int, ack_wait: float, detect: bool,
-                   rule_files: tuple[str, ...], notify_specs: tuple[str, ...], log_format: str,
-                   log_level: str) -> None:
+                   rule_files: tuple[str, ...], notify_specs: tuple[str, ...], metrics_listen: str | None,
+                   log_format: str, log_level: str) -> None:
     """Store the batches `auditsink serve --bus` published; run as many as you need.
 
     \b
@@ -93,6 +95,14 @@ def worker_command(bus_url: str | None, bus_stream: str, bus_subject: str, bus_r
     if (rule_files or notify_specs) and not detect:
         raise click.UsageError("--rules and --notify go with --detect")
     config = bus_config(bus_url, bus_stream, bus_subject, bus_replicas)
+    metrics_address = None
+    if metrics_listen:
+        from auditsink.receive.server import ConfigError, parse_listen
+
+        try:
+            metrics_address = parse_listen(metrics_listen, "--metrics-listen")
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         store = open_store(store_url, sync=sync)
         store.open()
@@ -100,6 +110,7 @@ def worker_command(bus_url: str | None, bus_stream: str, bus_subject: str, bus_r
         raise click.ClickException(str(exc)) from None
     stop_background = threading.Event()
     threads: list[threading.Thread] = []
+    consumers: list[Any] = []
     try:
         if detect:
             from auditsink.cli.serve import _consumers
@@ -112,7 +123,11 @@ def worker_command(bus_url: str | None, bus_stream: str, bus_subject: str, bus_r
             for thread in threads:
                 thread.start()
         worker = Worker(config, store, consumer=bus_consumer, fetch=fetch, ack_wait=ack_wait)
-        asyncio.run(_run(worker))
+        from auditsink.bus.metrics import worker_metrics
+        from auditsink.detect import Detector
+
+        detector = next((c for c in consumers if isinstance(c, Detector)), None)
+        asyncio.run(_run(worker, metrics_address, worker_metrics(worker, store, detector)))
     except BusError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -125,10 +140,24 @@ def worker_command(bus_url: str | None, bus_stream: str, bus_subject: str, bus_r
              stats.stored, stats.duplicates)
 
 
-async def _run(worker: Any) -> None:
+async def _run(worker: Any, metrics_address: tuple[str, int] | None, metrics: list[Any]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Finish the batches in hand (commit, ack), then leave: nothing is redelivered needlessly.
         loop.add_signal_handler(sig, stop.set)
-    await worker.run(stop)
+    server = None
+    if metrics_address is not None:
+        from auditsink.bus.metrics import start_metrics_server
+
+        try:
+            server = await start_metrics_server(*metrics_address, metrics)
+        except OSError as exc:
+            raise click.ClickException(f"--metrics-listen {metrics_address[0]}:{metrics_address[1]}:"
+                                       f" {exc.strerror or exc}") from None
+        log.info("worker metrics on http://%s:%d/metrics", *metrics_address)
+    try:
+        await worker.run(stop)
+    finally:
+        if server is not None:
+            server.close()
