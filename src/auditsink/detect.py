@@ -8,7 +8,6 @@ runs the rules and the others stand by (consumer.py).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,8 +16,6 @@ from auditsink.consumer import Follower
 from auditsink.rules.priority import RANK
 from auditsink.store.base import Alert, Selector, Store
 from auditsink.timeutil import parse_timestamp
-
-log = logging.getLogger("auditsink.detect")
 
 CURSOR = "rules"
 

@@ -67,7 +67,9 @@ def open_bus_sink(bus_url: str, stream: str, subject: str, replicas: int) -> Any
 @click.option("--fetch", default=64, show_default=True, help="Batches pulled (and committed together) at a time.")
 @click.option("--ack-wait", default=30.0, show_default=True,
               help="Seconds before a batch a worker took but did not store goes to another worker.")
-@click.option("--detect", is_flag=True, help="Also run the detection rules on the store (one process at a time runs them; the others stand by).")
+@click.option("--detect", is_flag=True,
+              help="Also run the detection rules on the store (one process at a time runs them; "
+              "the others stand by).")
 @click.option("--rules", "rule_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="With --detect: Falco-format rule files (default: the built-in rules).")
 @click.option("--notify", "notify_specs", multiple=True, metavar="KIND[:URL]",
