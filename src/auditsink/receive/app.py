@@ -49,6 +49,7 @@ class ReceiverApp:
         inflight_budget: int = 512 * 1024 * 1024,
         authenticator: Authenticator | None = None,
         ready: Callable[[], bool] = lambda: True,
+        accepting: Callable[[], bool] = lambda: True,
     ) -> None:
         self.pipeline = pipeline
         self.metrics = pipeline.metrics
@@ -59,6 +60,7 @@ class ReceiverApp:
         self.inflight = 0
         self.authenticator = authenticator
         self.ready = ready
+        self.accepting = accepting
         self._seen_paths: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -129,7 +131,7 @@ class ReceiverApp:
         # 3. a full store queue refuses now: reading and decoding a body only to answer 429
         #    after all cost the CPU the writer needed (measured: ingest fell by half under
         #    25x overload, and memory rose with the bodies read for nothing)
-        if not self.ready():
+        if not self.accepting():
             return await _json(send, 429, {"error": "auditsink is behind, retry"},
                                extra=[(b"retry-after", b"1")])
         # 4. read the body within the size limit, the memory budget and the time limit
