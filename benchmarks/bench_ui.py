@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from auditsink.model import decode_body
+from auditsink.query.rollup import rollup_for
 from auditsink.store.base import Alert, Selector
 from auditsink.store.sqlite import SQLiteStore
 from auditsink.timeutil import format_micros
@@ -155,6 +156,11 @@ def main() -> None:
     store.open(start_writer=False)
     ui = WebUI(store)
     total = store.last_id()
+    # The first long-range overview folds the whole log into the rollup (query/rollup.py),
+    # once per process; serve keeps it fresh afterwards. Timed apart from the pages.
+    fold = _ms(rollup_for(store).refresh)
+    print(f"# rollup: first fold of the log {fold / 1000:.1f} s (once, at the first long-range "
+          "overview)", file=sys.stderr)
     print(f"# bench_ui: {total:,} events in {args.db}, Python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs; ms server-side, cold / median of "
           f"{args.rounds}")

@@ -103,6 +103,26 @@ def test_overview_counts_the_whole_old_range(ui: WebUI) -> None:
     assert "events per second" in page and 'class="legend-item"' in page
 
 
+def test_overview_of_a_day_comes_from_the_rollup_with_the_same_counts(ui: WebUI) -> None:
+    # A day is long enough for whole hours to be read from memory (query/rollup.py); the
+    # fixture's burst sits inside one of them, so every count must match the scan's.
+    _, scanned = _json(ui, "/ui/overview.json")
+    _, day = _json(ui, "/ui/overview.json", "since=2026-11-26T00:00:00Z&until=2026-11-27T00:00:00Z")
+    assert day["events"] == scanned["events"] == 974
+    assert day["chart"]["bucket_seconds"] == 900
+    assert sum(b["total"] for b in day["chart"]["buckets"]) == 974
+
+    def counts(rows: list[dict[str, Any]]) -> tuple[list[int], set[tuple[Any, ...]]]:
+        """The counts, and the rows above the last count (ties there may differ)."""
+        last = min(row["count"] for row in rows)
+        return (sorted(row["count"] for row in rows),
+                {tuple(v for k, v in row.items() if k != "url") for row in rows
+                 if row["count"] > last})
+
+    for key in ("top_users", "top_resources", "failures"):
+        assert counts(day[key]) == counts(scanned[key]), key
+
+
 def test_header_user_box_redirects_to_the_activity_page(ui: WebUI) -> None:
     answer = ui.respond("/ui/users", "user=system:serviceaccount:kube-system:default")
     assert answer.status == 303

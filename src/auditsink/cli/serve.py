@@ -189,6 +189,10 @@ def serve_command(listen: str, paths: tuple[str, ...], fmt: str, store_url: str,
         api_app = ReadAPI(pipeline.store, token=api_token)
     consumers = _consumers(pipeline, rule_files, no_rules, notify_specs, notify_min_priority,
                            notify_rate, f"http://{options.api_listen}" if api_app else "")
+    if api_app is not None:
+        from auditsink.query.rollup import rollup_for
+
+        consumers.append(rollup_for(pipeline.store))  # keeps the UI's long-range counts fresh
     store_desc = pipeline.store.url if pipeline.store else "nowhere (--store none)"
     scheme = "https" if options.tls else "http"
     log.info("auditsink listening on %s://%s, storing to %s%s", scheme, listen, store_desc,

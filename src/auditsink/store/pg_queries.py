@@ -124,6 +124,19 @@ class PostgresQueries:
         return [StoredEvent(id=ident, cluster=cluster, raw=bodies.get(blob, b"")[start:start + length])
                 for ident, cluster, blob, start, length in rows]
 
+    def facets(self, after_id: int, limit: int, since: int | None = None,
+               until: int | None = None, upto_id: int | None = None) -> list[tuple[int, ...]]:
+        """(id, time, cluster, verb, user, resource, api_group, code) of events after a log
+        position, in log order, names as dictionary ids (query/rollup.py folds these)."""
+        where, params = "id > %s", [after_id]
+        for clause, value in (("time >= %s", since), ("time < %s", until), ("id <= %s", upto_id)):
+            if value is not None:
+                where += f" AND {clause}"
+                params.append(value)
+        return self._reader().execute(
+            'SELECT id, time, cluster, verb, "user", resource, api_group, code FROM events'
+            f" WHERE {where} ORDER BY id LIMIT %s", [*params, limit]).fetchall()
+
     def last_id(self) -> int:
         """The newest log position (0 for an empty store)."""
         row = self._reader().execute("SELECT max(id) FROM events").fetchone()
