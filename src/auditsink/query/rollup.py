@@ -89,7 +89,7 @@ class Rollup:
                 self._forget_before(bounds[0])
             self._oldest = bounds[0]
             while True:
-                rows = self.store.facets(self._after, FETCH)
+                rows = self.store.facets_after(self._after, FETCH)
                 self._fold(rows)
                 if rows:
                     self._after = rows[-1][0]
@@ -140,14 +140,7 @@ class Rollup:
         for counter in (self.users, self.resources, self.failures):
             for key in [k for k in counter if k[0] <= first]:
                 del counter[key]  # type: ignore[arg-type]
-        after = 0
-        while True:
-            rows = self.store.facets(after, FETCH, since=first * HOUR_US,
-                                     until=(first + 1) * HOUR_US, upto_id=self._after)
-            self._fold(rows)
-            if len(rows) < FETCH:
-                return
-            after = rows[-1][0]
+        self._fold(self.store.facets_between(first * HOUR_US, (first + 1) * HOUR_US, self._after))
 
     # -- answering -----------------------------------------------------------------------------
 

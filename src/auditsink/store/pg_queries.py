@@ -124,18 +124,18 @@ class PostgresQueries:
         return [StoredEvent(id=ident, cluster=cluster, raw=bodies.get(blob, b"")[start:start + length])
                 for ident, cluster, blob, start, length in rows]
 
-    def facets(self, after_id: int, limit: int, since: int | None = None,
-               until: int | None = None, upto_id: int | None = None) -> list[tuple[int, ...]]:
-        """(id, time, cluster, verb, user, resource, api_group, code) of events after a log
-        position, in log order, names as dictionary ids (query/rollup.py folds these)."""
-        where, params = "id > %s", [after_id]
-        for clause, value in (("time >= %s", since), ("time < %s", until), ("id <= %s", upto_id)):
-            if value is not None:
-                where += f" AND {clause}"
-                params.append(value)
+    def facets_after(self, after_id: int, limit: int) -> list[tuple[int, ...]]:
+        """(id, time, cluster, verb, user, resource, api_group, code) of the events after a
+        log position, in log order, names as dictionary ids (query/rollup.py folds these)."""
         return self._reader().execute(
             'SELECT id, time, cluster, verb, "user", resource, api_group, code FROM events'
-            f" WHERE {where} ORDER BY id LIMIT %s", [*params, limit]).fetchall()
+            " WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit)).fetchall()
+
+    def facets_between(self, since: int, until: int, upto_id: int) -> list[tuple[int, ...]]:
+        """The same for the events of a time range up to a log position, in any order."""
+        return self._reader().execute(
+            'SELECT id, time, cluster, verb, "user", resource, api_group, code FROM events'
+            " WHERE time >= %s AND time < %s AND id <= %s", (since, until, upto_id)).fetchall()
 
     def last_id(self) -> int:
         """The newest log position (0 for an empty store)."""
