@@ -16,6 +16,7 @@ cluster.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -24,6 +25,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from auditsink.store.base import Selector
+
+log = logging.getLogger("auditsink.query")
 
 HOUR_US = 3_600_000_000
 SLOT_US = 300_000_000  # the chart's finest bucket served from memory: 5 minutes
@@ -108,8 +111,8 @@ class Rollup:
         while not stop.is_set():
             try:
                 self.refresh(pause=0.05)
-            except Exception:  # a store hiccup: the overview falls back to scanning
-                pass
+            except Exception as exc:  # a store hiccup: the next overview or round tries again
+                log.warning("refreshing the overview's rollup failed: %s", exc)
             stop.wait(every)
 
     def _fold(self, rows: Iterable[Sequence[int]]) -> None:
