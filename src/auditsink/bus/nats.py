@@ -322,6 +322,12 @@ class NatsBus:
         """Events published and not yet acknowledged by JetStream."""
         return self._inflight_events
 
+    def has_room(self) -> bool:
+        """Whether another batch may be published now. Not the health check: a publish is
+        tried while the stream looks unhealthy, since it can be back (a new leader) before
+        the next check says so."""
+        return self._inflight < self.max_inflight
+
     @property
     def queue_events(self) -> int:
         """The receiver's /readyz is ``queue_depth() < queue_events``: 0 when the bus is down

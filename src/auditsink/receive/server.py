@@ -25,7 +25,6 @@ from auditsink.pipeline import Pipeline
 from auditsink.receive.app import DEFAULT_MAX_BODY, ReceiverApp
 from auditsink.receive.tls import peer_cn_from_transport
 from auditsink.runtime import tune_for_ingest
-from auditsink.store._shared import GroupCommitWriter
 from auditsink.store.base import Store
 
 log = logging.getLogger("auditsink.serve")
@@ -143,11 +142,7 @@ def serve(pipeline: Pipeline, options: ServeOptions, api_app: Any = None,
         pipeline, paths=frozenset(options.paths) if options.paths else None,
         max_body=options.max_body, body_timeout=options.body_timeout, authenticator=options.authenticator,
         ready=(lambda: store.queue_depth() < getattr(store, "queue_events", 1 << 30)) if store else (lambda: True),
-        # Only a store's full queue refuses before the body is read. The bus reports its health
-        # through the same numbers, but a publish must still be tried while it is unhealthy:
-        # the stream can be back before the next health check says so (leader elections).
-        accepting=(lambda: store.queue_depth() < store.queue_events)
-        if isinstance(store, GroupCommitWriter) else (lambda: True),
+        accepting=store.has_room if store is not None else (lambda: True),
     )
     if store is not None:
         app.metrics.gauge("auditsink_store_queue_events", "Events waiting for the store writer.",

@@ -168,6 +168,11 @@ class GroupCommitWriter:
         """Events waiting for the writer."""
         return self._pending
 
+    def has_room(self) -> bool:
+        """Whether a batch may still be queued: the receiver refuses before reading a body
+        when not, which spares the CPU the writer needs."""
+        return self._pending < self.queue_events
+
     def _run(self) -> None:
         while True:
             with self._cond:

@@ -179,6 +179,9 @@ class Store(Protocol):
     def queue_depth(self) -> int:
         """Events waiting for the writer."""
 
+    def has_room(self) -> bool:
+        """Whether another batch may be queued now (else the receiver answers 429 at once)."""
+
     def iter_all(self, selector: Selector) -> Iterator[StoredEvent]:
         """Every matching event in log order (export)."""
 
