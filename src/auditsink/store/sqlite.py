@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -60,6 +61,8 @@ _INSERT = (
     " subresource, namespace) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _BLOB_CACHE = 16
+WRITER_CACHE_KIB = 16 * 1024
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
 log = logging.getLogger("auditsink.store")
 
 
@@ -73,14 +76,11 @@ def pack_audit_id(audit_id: str) -> bytes | str:
     '6f0c2b4e1d2a4c3b9e8f0a1b2c3d4e5f'
     >>> pack_audit_id("my-id")
     'my-id'
+    >>> pack_audit_id("6f0c2b4e-1d2a-4c3b-9e8f-0a1b2c3d4e 5f")  # fromhex would skip the space
+    '6f0c2b4e-1d2a-4c3b-9e8f-0a1b2c3d4e 5f'
     """
-    if len(audit_id) == 36 and audit_id[8] == audit_id[13] == audit_id[18] == audit_id[23] == "-":
-        compact = audit_id[:8] + audit_id[9:13] + audit_id[14:18] + audit_id[19:23] + audit_id[24:]
-        if compact.islower() or compact.isdigit():
-            try:
-                return bytes.fromhex(compact)
-            except ValueError:
-                pass
+    if _CANONICAL_UUID(audit_id):
+        return bytes.fromhex(audit_id.replace("-", ""))
     return audit_id
 
 
@@ -235,6 +235,11 @@ class SQLiteStore(GroupCommitWriter):
             # No commit waits for a checkpoint: the writer never checkpoints on its own, a
             # background thread copies the WAL back instead (see Checkpointer).
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            # The writer touches every index's newest pages at each commit: with SQLite's
+            # default 2 MB cache it re-read them from the OS each time (measured in-process:
+            # 8 instead of 13 µs of system CPU per event with 16 MB; 32 MB saved little more
+            # and cost the overload RSS budget 35 MB). Readers keep the default.
+            conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             self._checkpointer = Checkpointer(self, self.checkpoint_interval)
             self._checkpointer.start()
             self._start_writer()
