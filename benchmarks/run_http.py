@@ -46,6 +46,7 @@ RESULTS = HERE / "results" / "latest.json"
 PYTHON = sys.executable
 AUDITSINK = str(Path(sys.executable).with_name("auditsink"))
 MAX_DURATION = 15.0  # seconds per wrk run, a hard bound
+DEFAULT_DATA_DIR = Path(tempfile.gettempdir()) / "auditsink-bench-data"
 
 
 @dataclass(frozen=True)
@@ -581,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up first")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--data-dir", type=Path,
-                        default=Path(tempfile.gettempdir()) / "auditsink-bench-data",
+                        default=DEFAULT_DATA_DIR,
                         help="where generated bodies are cached")
     parser.add_argument("--server-cpus", default="0", help="taskset list for the server")
     parser.add_argument("--driver-cpus", default="1", help="taskset list for wrk")
