@@ -7,7 +7,8 @@ ask most:
 - history of one object: the newest 1000 events of the object with the most events, by
   resource + namespace + name;
 - one user's last hour: the newest page (100) of one busy identity's events in the last hour;
-- one request by auditID.
+- one request by auditID;
+- the newest page (100) of the busiest user and of the busiest namespace, with no time range.
 
     python -m benchmarks.bench_query --events 10000000      # ~15 min to build on 2 cores
     python -m benchmarks.bench_query --events 1000000 --db /tmp/q1m.db
@@ -98,6 +99,11 @@ def measure(path: Path) -> dict[str, object]:
         " GROUP BY e.user ORDER BY count(*) DESC LIMIT 1 OFFSET 2", (newest - 3_600_000_000,)
     ).fetchone()[0]
     audit_id = conn.execute("SELECT audit_id FROM events WHERE id = ?", (total // 2,)).fetchone()[0]
+    # The busiest user and namespace of all, asked without a time range ("what did X do?").
+    busiest_user, busiest_namespace = (conn.execute(
+        f"SELECT s.value FROM (SELECT {column} AS v, count(*) AS n FROM events WHERE id > ?"
+        f" GROUP BY {column} ORDER BY n DESC LIMIT 1) e JOIN strings s ON s.id = e.v",
+        (total - 200_000,)).fetchone()[0] for column in ("user", "namespace"))
     conn.close()
     hour = Selector(users=[user], since=newest - 3_600_000_000)
     history = Selector(resources=[obj[1]], namespaces=[obj[2]], names=[obj[0]])
@@ -108,6 +114,12 @@ def measure(path: Path) -> dict[str, object]:
                                   **_time(lambda: store.query(history, limit=1000))},
         "one_users_last_hour_page": {"user": user, **_time(lambda: store.query(hour, limit=100))},
         "one_request_by_audit_id": _time(lambda: store.query(Selector(audit_ids=[audit_id]))),
+        "busiest_user_no_time_range_page": {
+            "user": busiest_user,
+            **_time(lambda: store.query(Selector(users=[busiest_user]), limit=100))},
+        "busiest_namespace_no_time_range_page": {
+            "namespace": busiest_namespace,
+            **_time(lambda: store.query(Selector(namespaces=[busiest_namespace]), limit=100))},
     }
     return results
 

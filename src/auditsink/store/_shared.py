@@ -8,6 +8,7 @@ commit; the queue is bounded in events and a full queue raises ``Overloaded`` (H
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from auditsink.model import LEVELS, STAGES, BadItem, Item
-from auditsink.store.base import Overloaded, StoreError, WriteResult
+from auditsink.store.base import Overloaded, Selector, StoredEvent, StoreError, WriteResult
 
 log = logging.getLogger("auditsink.store")
 T = TypeVar("T")
@@ -201,6 +202,57 @@ class GroupCommitWriter:
                     job(self._writer_conn())
                 except Exception:  # maintenance must never stop ingest
                     log.exception("store maintenance failed")
+
+
+# Newest-first pages of a busy user or namespace. Their indexes, (column, time),
+# hand both databases the matches in time order while pages are in log order, so a query
+# without a time range sorted every match: 4 s for system:apiserver in a store of 10 million
+# events. The page is looked for in growing time windows instead, and kept once it provably
+# equals the unbounded answer.
+WINDOWS_US = tuple(hours * 3_600_000_000 for hours in (1, 8, 64, 512))
+# Past this many log positions between a page and the newest event, checking the page costs
+# more than the sort it saves (the identity is rare there, so its sort is small).
+WINDOW_CHECK_POSITIONS = 1_000_000
+
+
+def newest_page_in_windows(
+    selector: Selector, limit: int, before_id: int | None, *,
+    page: Callable[[Selector, int, int | None], list[StoredEvent]],
+    newest_time: Callable[[], int | None],
+    oldest_time_between: Callable[[int, int], int | None],
+    last_id: Callable[[], int],
+) -> list[StoredEvent] | None:
+    """The newest ``limit`` matches before ``before_id`` in log order, found through time
+    windows; ``None`` when a plain query is the cheaper way (or the windows cannot tell).
+
+    A window's page P (the newest matches of the last W hours) is the whole answer when every
+    event logged after P's oldest one lies inside the window: a match outside the window is
+    then older in the log than all of P. ``oldest_time_between(a, b)`` is the smallest event
+    time at log positions strictly between ``a`` and ``b``; late events (an import, a sender's
+    retry hours later) fail the check and widen the window.
+    """
+    if limit <= 0 or not (selector.users or selector.namespaces):
+        return None
+    if selector.names or selector.audit_ids:
+        return None  # their indexes are already in log order
+    newest = newest_time()
+    if newest is None:
+        return None
+    end = newest + 1 if selector.until is None else min(selector.until, newest + 1)
+    top = before_id if before_id is not None else last_id() + 1
+    for width in WINDOWS_US:
+        start = end - width
+        if selector.since is not None and start <= selector.since:
+            return None  # the selector's own range is no wider
+        found = page(dataclasses.replace(selector, since=start), limit, before_id)
+        if len(found) < limit:
+            continue
+        if top - found[-1].id > WINDOW_CHECK_POSITIONS:
+            return None
+        oldest = oldest_time_between(found[-1].id, top)
+        if oldest is None or oldest >= start:
+            return found
+    return None
 
 
 def group_rows(rows: Iterable[Sequence[Any]], columns: Sequence[str],

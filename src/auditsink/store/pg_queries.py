@@ -15,7 +15,13 @@ import zstandard
 
 from auditsink.model import LEVELS, STAGES
 from auditsink.query.builder import build_where
-from auditsink.store._shared import GROUPABLE, GROUPS_PREFIX, INTERNED, group_rows
+from auditsink.store._shared import (
+    GROUPABLE,
+    GROUPS_PREFIX,
+    INTERNED,
+    group_rows,
+    newest_page_in_windows,
+)
 from auditsink.store.base import Alert, AlertSelector, Selector, StoredEvent, StoreError
 
 _FRAME_CACHE = 64
@@ -108,6 +114,28 @@ class PostgresQueries:
     def query(self, selector: Selector, limit: int = 100, after_id: int = 0,
               newest_first: bool = True, before_id: int | None = None) -> list[StoredEvent]:
         """Matching events, newest first by default; page with ``before_id``/``after_id``."""
+        if newest_first and not after_id:
+            found = newest_page_in_windows(
+                selector, limit, before_id, page=self._newest_page, newest_time=self._newest_time,
+                oldest_time_between=self._oldest_time_between, last_id=self.last_id)
+            if found is not None:
+                return found
+        return self._query(selector, limit, after_id, newest_first, before_id)
+
+    def _newest_page(self, selector: Selector, limit: int, before_id: int | None) -> list[StoredEvent]:
+        return self._query(selector, limit, 0, True, before_id)
+
+    def _newest_time(self) -> int | None:
+        row = self._reader().execute("SELECT max(time) FROM events").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def _oldest_time_between(self, after_id: int, before_id: int) -> int | None:
+        row = self._reader().execute(
+            "SELECT min(time) FROM events WHERE id > %s AND id < %s", (after_id, before_id)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def _query(self, selector: Selector, limit: int, after_id: int, newest_first: bool,
+               before_id: int | None) -> list[StoredEvent]:
         where, params = self._where(selector)
         if after_id:
             where += " AND events.id > %s"

@@ -41,6 +41,7 @@ from auditsink.store._shared import (
     GroupCommitWriter,
     Task,
     group_rows,
+    newest_page_in_windows,
 )
 from auditsink.store.base import (
     Alert,
@@ -467,6 +468,29 @@ class SQLiteStore(GroupCommitWriter):
         before_id: int | None = None,
     ) -> list[StoredEvent]:
         """Matching events, newest first by default; page with ``before_id``/``after_id``."""
+        if newest_first and not after_id:
+            found = newest_page_in_windows(
+                selector, limit, before_id, page=self._newest_page, newest_time=self._newest_time,
+                oldest_time_between=self._oldest_time_between, last_id=self.last_id)
+            if found is not None:
+                return found
+        return self._query(selector, limit, after_id, newest_first, before_id)
+
+    def _newest_page(self, selector: Selector, limit: int, before_id: int | None) -> list[StoredEvent]:
+        return self._query(selector, limit, 0, True, before_id)
+
+    def _newest_time(self) -> int | None:
+        row = self._reader().execute("SELECT max(time) FROM events").fetchone()
+        return row[0] if row else None
+
+    def _oldest_time_between(self, after_id: int, before_id: int) -> int | None:
+        # +time: through the rowid range, not the time index
+        row = self._reader().execute(
+            "SELECT min(+time) FROM events WHERE id > ? AND id < ?", (after_id, before_id)).fetchone()
+        return row[0] if row else None
+
+    def _query(self, selector: Selector, limit: int, after_id: int, newest_first: bool,
+               before_id: int | None) -> list[StoredEvent]:
         where, params = build_where(self._packed(selector), self._resolve, self._resolve_groups)
         if after_id:
             where += " AND events.id > ?"
