@@ -22,6 +22,7 @@ import os
 import sqlite3
 import statistics
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def measure(path: Path) -> dict[str, object]:
         "SELECT s.value FROM events e JOIN strings s ON s.id = e.user WHERE e.time > ?"
         " GROUP BY e.user ORDER BY count(*) DESC LIMIT 1 OFFSET 2", (newest - 3_600_000_000,)
     ).fetchone()[0]
-    audit_id = conn.execute("SELECT audit_id FROM events WHERE id = ?", (total // 2,)).fetchone()[0]
+    stored_id = conn.execute("SELECT audit_id FROM events WHERE id = ?", (total // 2,)).fetchone()[0]
+    # as a person would paste it (the store keeps UUIDs as their 16 bytes)
+    audit_id = str(uuid.UUID(bytes=stored_id)) if isinstance(stored_id, bytes) else stored_id
     # The busiest user and namespace of all, asked without a time range ("what did X do?").
     busiest_user, busiest_namespace = (conn.execute(
         f"SELECT s.value FROM (SELECT {column} AS v, count(*) AS n FROM events WHERE id > ?"
