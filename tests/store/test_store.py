@@ -183,7 +183,10 @@ def test_newest_pages_of_a_busy_user_equal_the_unbounded_answer(store_url: str) 
              (Selector(namespaces=["prod"]), lambda e: e["objectRef"]["namespace"] == "prod"),
              (Selector(users=["alice"], since=newest - 100 * hour),
               lambda e: e["user"]["username"] == "alice"
-              and parse_timestamp(e["stageTimestamp"]) >= newest - 100 * hour)]
+              and parse_timestamp(e["stageTimestamp"]) >= newest - 100 * hour),
+             (Selector(namespaces=["demo"], until=newest - 200 * hour),
+              lambda e: e["objectRef"]["namespace"] == "demo"
+              and parse_timestamp(e["stageTimestamp"]) < newest - 200 * hour)]
     for selector, matches in cases:
         expected = [ident for ident, event in reversed(logged) if matches(event)]
         for limit in (1, 10, 37):

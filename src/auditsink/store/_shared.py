@@ -239,7 +239,6 @@ def newest_page_in_windows(
     if newest is None:
         return None
     end = newest + 1 if selector.until is None else min(selector.until, newest + 1)
-    top = before_id if before_id is not None else last_id() + 1
     for width in WINDOWS_US:
         start = end - width
         if selector.since is not None and start <= selector.since:
@@ -247,9 +246,12 @@ def newest_page_in_windows(
         found = page(dataclasses.replace(selector, since=start), limit, before_id)
         if len(found) < limit:
             continue
+        # Without a cursor the check runs to the end of the log as it is now, which covers
+        # anything committed since the page was read.
+        top = before_id if before_id is not None else last_id() + 1
         if top - found[-1].id > WINDOW_CHECK_POSITIONS:
             return None
-        oldest = oldest_time_between(found[-1].id, top)
+        oldest = oldest_time_between(found[-1].id, before_id if before_id is not None else 2**62)
         if oldest is None or oldest >= start:
             return found
     return None
