@@ -16,6 +16,7 @@ from auditsink.model import decode_body
 from auditsink.store.base import Selector, StoreError, open_store
 from auditsink.store.postgres import PostgresStore
 from auditsink.store.sqlite import SQLiteStore, path_from_url
+from auditsink.timeutil import format_micros
 
 
 def _store(tmp_path: Path, **options: Any) -> SQLiteStore:
@@ -120,14 +121,17 @@ def test_a_busy_users_newest_page_reads_only_the_last_hour(tmp_path: Path) -> No
     # Without a time range SQLite sorted every event of the user to find the newest page
     # (4 s for system:apiserver at 10M events); the first window, the last hour, holds it.
     store = _store(tmp_path)
-    store.write(_distinct_items(50, 0))
+    items = _distinct_items(50, 0)
+    for i, item in enumerate(items):  # one every 5 minutes: 4 hours, the newest 12 in the last
+        item.event.stageTimestamp = format_micros(1_795_000_000_000_000 + i * 300_000_000)
+    store.write(items)
     statements: list[str] = []
     reader = store._reader()
     reader.set_trace_callback(statements.append)
-    page = store.query(Selector(users=["alice"]), limit=20)
+    page = store.query(Selector(users=["alice"]), limit=10)
     reader.set_trace_callback(None)
     store.close()
-    assert len(page) == 20
+    assert [e.id for e in page] == list(range(50, 40, -1))
     selects = [s for s in statements if s.startswith("SELECT events.id")]
     assert len(selects) == 1 and "time >= " in selects[0], selects
 

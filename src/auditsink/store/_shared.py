@@ -218,7 +218,7 @@ WINDOW_CHECK_POSITIONS = 1_000_000
 def newest_page_in_windows(
     selector: Selector, limit: int, before_id: int | None, *,
     page: Callable[[Selector, int, int | None], list[StoredEvent]],
-    newest_time: Callable[[], int | None],
+    time_bounds: Callable[[], tuple[int, int] | None],
     oldest_time_between: Callable[[int, int], int | None],
     last_id: Callable[[], int],
 ) -> list[StoredEvent] | None:
@@ -235,14 +235,15 @@ def newest_page_in_windows(
         return None
     if selector.names or selector.audit_ids:
         return None  # their indexes are already in log order
-    newest = newest_time()
-    if newest is None:
+    bounds = time_bounds()
+    if bounds is None:
         return None
+    oldest, newest = bounds
     end = newest + 1 if selector.until is None else min(selector.until, newest + 1)
     for width in WINDOWS_US:
         start = end - width
-        if selector.since is not None and start <= selector.since:
-            return None  # the selector's own range is no wider
+        if start <= oldest or (selector.since is not None and start <= selector.since):
+            return None  # no narrower than the plain query: let it answer
         found = page(dataclasses.replace(selector, since=start), limit, before_id)
         if len(found) < limit:
             continue

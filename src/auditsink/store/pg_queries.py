@@ -116,7 +116,7 @@ class PostgresQueries:
         """Matching events, newest first by default; page with ``before_id``/``after_id``."""
         if newest_first and not after_id:
             found = newest_page_in_windows(
-                selector, limit, before_id, page=self._newest_page, newest_time=self._newest_time,
+                selector, limit, before_id, page=self._newest_page, time_bounds=self._time_bounds,
                 oldest_time_between=self._oldest_time_between, last_id=self.last_id)
             if found is not None:
                 return found
@@ -125,9 +125,8 @@ class PostgresQueries:
     def _newest_page(self, selector: Selector, limit: int, before_id: int | None) -> list[StoredEvent]:
         return self._query(selector, limit, 0, True, before_id)
 
-    def _newest_time(self) -> int | None:
-        row = self._reader().execute("SELECT max(time) FROM events").fetchone()
-        return int(row[0]) if row and row[0] is not None else None
+    def _time_bounds(self) -> tuple[int, int] | None:
+        return self.time_bounds(Selector())
 
     def _oldest_time_between(self, after_id: int, before_id: int) -> int | None:
         row = self._reader().execute(
