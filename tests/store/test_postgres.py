@@ -54,7 +54,7 @@ def test_db_migrate_is_versioned_and_idempotent(postgres_url: str) -> None:
     assert again.exit_code == 0 and "nothing to do" in again.output
     with psycopg.connect(postgres_url) as conn:
         rows = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
-    assert rows == [(1, "initial"), (2, "object_log_order")]
+    assert rows == [(1, "initial"), (2, "object_log_order"), (3, "state")]
     sqlite = runner.invoke(main, ["db", "migrate", "--store", "sqlite:///x.db"])
     assert sqlite.exit_code != 0 and "PostgreSQL" in sqlite.output
 
@@ -74,7 +74,7 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(applied) == [1, 2]  # each migration applied once, by whichever replica
+    assert sorted(applied) == [1, 2, 3]  # each migration applied once, by whichever replica
 
 
 def test_readers_ask_for_db_migrate_on_an_empty_database(postgres_url: str) -> None:

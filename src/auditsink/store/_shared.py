@@ -141,6 +141,8 @@ class GroupCommitWriter:
     def run_in_writer(self, job: Callable[[Any], None]) -> None:
         """Run maintenance (retention, cursors) on the writer thread, between commits."""
         with self._cond:
+            if self._closing or self._writer is None:
+                raise StoreError("store is closing")  # no writer would ever run the job
             self._queue.append(job)
             self._cond.notify()
 

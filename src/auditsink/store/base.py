@@ -188,6 +188,13 @@ class Store(Protocol):
     def get_cursor(self, name: str) -> int:
         """A consumer's durable position in the log (0 before its first event)."""
 
+    def save_state(self, name: str, data: bytes) -> None:
+        """Keep a component's state beside the log (the overview's rollup), replacing the
+        last; a store opened for reading only keeps nothing."""
+
+    def load_state(self, name: str) -> bytes | None:
+        """What :meth:`save_state` kept under ``name``, or None."""
+
     def commit_consumed(self, name: str, position: int, alerts: list[Alert],
                         expected: int | None = None) -> None:
         """Store alerts and advance a consumer's cursor atomically; with ``expected``, only if

@@ -349,6 +349,20 @@ class PostgresStore(GroupCommitWriter, PostgresQueries):
         """Advance a consumer's durable cursor."""
         self.commit_consumed(name, position, [])
 
+    def save_state(self, name: str, data: bytes) -> None:
+        """Keep a component's state beside the log; replicas share it (the same log)."""
+        if self._writer is None:
+            return  # opened for reading only
+        conn = self._reader()
+        with conn.transaction():
+            conn.execute("INSERT INTO state (name, data) VALUES (%s, %s) ON CONFLICT (name)"
+                         " DO UPDATE SET data = excluded.data", (name, data))
+
+    def load_state(self, name: str) -> bytes | None:
+        """What :meth:`save_state` kept under ``name``, or None."""
+        row = self._reader().execute("SELECT data FROM state WHERE name = %s", (name,)).fetchone()
+        return bytes(row[0]) if row else None
+
     def get_cursor(self, name: str) -> int:
         """A consumer's durable position in the log."""
         row = self._reader().execute("SELECT position FROM cursors WHERE name = %s",

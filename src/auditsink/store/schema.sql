@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS rejected (
   body BLOB NOT NULL               -- the start of the item, never more than a few KB
 );
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
+-- State a component keeps beside the log, so that a restart does not rebuild it from the whole
+-- log (the overview's hourly rollup, query/rollup.py).
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, data BLOB NOT NULL);
 -- Alerts raised by the rules consumer; `event` is the log position of the event behind it.
 CREATE TABLE IF NOT EXISTS alerts (
   id INTEGER PRIMARY KEY,

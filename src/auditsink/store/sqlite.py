@@ -141,7 +141,7 @@ class Checkpointer:
             while not self._stop.wait(self.interval):
                 try:
                     self.checkpoint(conn)
-                except sqlite3.Error as exc:  # e.g. disk full; the writer reports its own errors
+                except (sqlite3.Error, StoreError) as exc:  # disk full, or closing; the writer reports its own errors
                     log.warning("WAL checkpoint failed: %s", exc)
         finally:
             conn.close()
@@ -680,6 +680,19 @@ class SQLiteStore(GroupCommitWriter):
                   event=r[6], cluster=r[7], tags=json.loads(r[8]), fields=json.loads(r[9]))
             for r in rows
         ]
+
+    def save_state(self, name: str, data: bytes) -> None:
+        """Keep a component's state beside the log (through the writer, between commits)."""
+        if self._writer is None:
+            return  # opened for reading only
+        self.call_in_writer(lambda conn: conn.execute(
+            "INSERT INTO state (name, data) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET data = excluded.data", (name, data)))
+
+    def load_state(self, name: str) -> bytes | None:
+        """What :meth:`save_state` kept under ``name``, or None."""
+        row = self._reader().execute("SELECT data FROM state WHERE name = ?", (name,)).fetchone()
+        return bytes(row[0]) if row else None
 
     def get_cursor(self, name: str) -> int:
         """A consumer's durable position in the log."""
