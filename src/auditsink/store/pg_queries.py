@@ -129,8 +129,10 @@ class PostgresQueries:
         return self.time_bounds(Selector())
 
     def _oldest_time_between(self, after_id: int, before_id: int) -> int | None:
+        # time + 0: PostgreSQL would answer a bare min(time) by walking the time index from
+        # the oldest event until one lies in the (newest) position range.
         row = self._reader().execute(
-            "SELECT min(time) FROM events WHERE id > %s AND id < %s", (after_id, before_id)).fetchone()
+            "SELECT min(time + 0) FROM events WHERE id > %s AND id < %s", (after_id, before_id)).fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
     def _query(self, selector: Selector, limit: int, after_id: int, newest_first: bool,
