@@ -163,13 +163,16 @@ def _event_at(audit_id: str, micros: int, user: str, namespace: str) -> dict[str
 def test_newest_pages_of_a_busy_user_equal_the_unbounded_answer(store_url: str) -> None:
     # Pages by user or namespace are looked for in growing time windows (4 s -> 18 ms for a
     # busy user at 10M events). Events logged late with old times (an import, a retry hours
-    # later) must still come first in log order, and pages must tile the log exactly.
+    # later) must still come first in log order, events logged early with recent times must
+    # keep their place on deep pages, and pages must tile the log exactly.
     hour = 3_600_000_000
     newest = 1_795_000_000_000_000
     lines = []
     for i in range(600):  # 50 days, one event every 2 hours, alice and bob in turn
         lines.append(_event_at(f"regular-{i}", newest - (599 - i) * 2 * hour,
                                "alice" if i % 2 else "bob", "demo" if i % 3 else "prod"))
+    for i in (450, 300, 150):  # logged long ago with a recent time (a sender's clock ahead)
+        lines.insert(i, _event_at(f"early-{i}", newest - 3 * hour, "alice", "prod"))
     late = [_event_at(f"late-{i}", newest - 240 * hour - i, "alice", "demo") for i in range(5)]
     store = _store(store_url)
     items, bad = decode_body(json.dumps(lines).encode())

@@ -221,17 +221,20 @@ def newest_page_in_windows(
     selector: Selector, limit: int, before_id: int | None, *,
     page: Callable[[Selector, int, int | None], list[StoredEvent]],
     time_bounds: Callable[[], tuple[int, int] | None],
-    oldest_time_between: Callable[[int, int], int | None],
+    time_before: Callable[[int], int | None],
+    times_between: Callable[[int, int], tuple[int, int] | None],
     last_id: Callable[[], int],
 ) -> list[StoredEvent] | None:
     """The newest ``limit`` matches before ``before_id`` in log order, found through time
     windows; ``None`` when a plain query is the cheaper way (or the windows cannot tell).
 
-    A window's page P (the newest matches of the last W hours) is the whole answer when every
-    event logged after P's oldest one lies inside the window: a match outside the window is
-    then older in the log than all of P. ``oldest_time_between(a, b)`` is the smallest event
-    time at log positions strictly between ``a`` and ``b``; late events (an import, a sender's
-    retry hours later) fail the check and widen the window.
+    A window's page P (the newest matches with a time in [T0, T1)) is the whole answer when
+    every event logged after P's oldest one has a time in [T0, T1): a match outside the window
+    is then older in the log than all of P. ``times_between(a, b)`` is the (min, max) event
+    time at log positions strictly between ``a`` and ``b``. Late events (an import, a sender's
+    retry hours later) fail the check and widen the window. T1 is just after the newest event,
+    or after the one before the cursor (``time_before``), so that pages deep in the past are
+    found the same way.
     """
     if limit <= 0 or not (selector.users or selector.namespaces):
         return None
@@ -240,13 +243,19 @@ def newest_page_in_windows(
     bounds = time_bounds()
     if bounds is None:
         return None
-    oldest, newest = bounds
-    end = newest + 1 if selector.until is None else min(selector.until, newest + 1)
+    first, end = bounds[0], bounds[1] + 1
+    if before_id is not None:
+        at_cursor = time_before(before_id)
+        if at_cursor is None:
+            return None  # nothing before the cursor
+        end = min(end, at_cursor + 1)
+    if selector.until is not None:
+        end = min(end, selector.until)
     for width in WINDOWS_US:
         start = end - width
-        if start <= oldest or (selector.since is not None and start <= selector.since):
+        if start <= first or (selector.since is not None and start <= selector.since):
             return None  # no narrower than the plain query: let it answer
-        found = page(dataclasses.replace(selector, since=start), limit, before_id)
+        found = page(dataclasses.replace(selector, since=start, until=end), limit, before_id)
         if len(found) < limit:
             continue
         # Without a cursor the check runs to the end of the log as it is now, which covers
@@ -254,8 +263,8 @@ def newest_page_in_windows(
         top = before_id if before_id is not None else last_id() + 1
         if top - found[-1].id > WINDOW_CHECK_POSITIONS:
             return None
-        oldest = oldest_time_between(found[-1].id, before_id if before_id is not None else 2**62)
-        if oldest is None or oldest >= start:
+        times = times_between(found[-1].id, before_id if before_id is not None else 2**62)
+        if times is None or (times[0] >= start and times[1] < end):
             return found
     return None
 

@@ -117,7 +117,8 @@ class PostgresQueries:
         if newest_first and not after_id:
             found = newest_page_in_windows(
                 selector, limit, before_id, page=self._newest_page, time_bounds=self._time_bounds,
-                oldest_time_between=self._oldest_time_between, last_id=self.last_id)
+                time_before=self._time_before, times_between=self._times_between,
+                last_id=self.last_id)
             if found is not None:
                 return found
         return self._query(selector, limit, after_id, newest_first, before_id)
@@ -128,12 +129,18 @@ class PostgresQueries:
     def _time_bounds(self) -> tuple[int, int] | None:
         return self.time_bounds(Selector())
 
-    def _oldest_time_between(self, after_id: int, before_id: int) -> int | None:
+    def _time_before(self, position: int) -> int | None:
+        row = self._reader().execute(
+            "SELECT time FROM events WHERE id < %s ORDER BY id DESC LIMIT 1", (position,)).fetchone()
+        return int(row[0]) if row else None
+
+    def _times_between(self, after_id: int, before_id: int) -> tuple[int, int] | None:
         # time + 0: PostgreSQL would answer a bare min(time) by walking the time index from
         # the oldest event until one lies in the (newest) position range.
         row = self._reader().execute(
-            "SELECT min(time + 0) FROM events WHERE id > %s AND id < %s", (after_id, before_id)).fetchone()
-        return int(row[0]) if row and row[0] is not None else None
+            "SELECT min(time + 0), max(time + 0) FROM events WHERE id > %s AND id < %s",
+            (after_id, before_id)).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
     def _query(self, selector: Selector, limit: int, after_id: int, newest_first: bool,
                before_id: int | None) -> list[StoredEvent]:
