@@ -8,7 +8,8 @@ ask most:
   resource + namespace + name;
 - one user's last hour: the newest page (100) of one busy identity's events in the last hour;
 - one request by auditID;
-- the newest page (100) of the busiest user and of the busiest namespace, with no time range.
+- the newest page (100) of the busiest user and of the busiest namespace, with no time range,
+  and the busiest user's page halfway back through the log (``before=`` a position).
 
     python -m benchmarks.bench_query --events 10000000      # ~15 min to build on 2 cores
     python -m benchmarks.bench_query --events 1000000 --db /tmp/q1m.db
@@ -120,6 +121,10 @@ def measure(path: Path) -> dict[str, object]:
         "busiest_user_no_time_range_page": {
             "user": busiest_user,
             **_time(lambda: store.query(Selector(users=[busiest_user]), limit=100))},
+        "busiest_user_page_halfway_back": {
+            "user": busiest_user, "before": total // 2,
+            **_time(lambda: store.query(Selector(users=[busiest_user]), limit=100,
+                                        before_id=total // 2))},
         "busiest_namespace_no_time_range_page": {
             "namespace": busiest_namespace,
             **_time(lambda: store.query(Selector(namespaces=[busiest_namespace]), limit=100))},
