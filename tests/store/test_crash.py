@@ -54,15 +54,18 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
         pending: tuple[list[str], bytes] | None = None
         while not stop.is_set():
             ids, body = pending or _batch(random.randint(1, 200))
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                 conn.request("POST", "/?timeout=30s", body, {"Content-Type": "application/json"})
                 status = conn.getresponse().status
-                conn.close()
             except (OSError, http.client.HTTPException):
                 pending = (ids, body)  # unacknowledged: resend it, as the API server would
                 time.sleep(0.02)
                 continue
+            finally:
+                # also when the server was killed mid-request: a socket left to the garbage
+                # collector is a ResourceWarning, an error under filterwarnings = error
+                conn.close()
             if status == 200:
                 with lock:
                     acked.extend(ids)
