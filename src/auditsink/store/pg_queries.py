@@ -15,13 +15,7 @@ import zstandard
 
 from auditsink.model import LEVELS, STAGES
 from auditsink.query.builder import build_where
-from auditsink.store._shared import (
-    GROUPABLE,
-    GROUPS_PREFIX,
-    INTERNED,
-    group_rows,
-    newest_page_in_windows,
-)
+from auditsink.store._shared import GROUPABLE, GROUPS_PREFIX, INTERNED, group_rows
 from auditsink.store.base import Alert, AlertSelector, Selector, StoredEvent, StoreError
 
 _FRAME_CACHE = 64
@@ -113,37 +107,11 @@ class PostgresQueries:
 
     def query(self, selector: Selector, limit: int = 100, after_id: int = 0,
               newest_first: bool = True, before_id: int | None = None) -> list[StoredEvent]:
-        """Matching events, newest first by default; page with ``before_id``/``after_id``."""
-        if newest_first and not after_id:
-            found = newest_page_in_windows(
-                selector, limit, before_id, page=self._newest_page, time_bounds=self._time_bounds,
-                time_before=self._time_before, times_between=self._times_between,
-                last_id=self.last_id)
-            if found is not None:
-                return found
-        return self._query(selector, limit, after_id, newest_first, before_id)
+        """Matching events, newest first by default; page with ``before_id``/``after_id``.
 
-    def _newest_page(self, selector: Selector, limit: int, before_id: int | None) -> list[StoredEvent]:
-        return self._query(selector, limit, 0, True, before_id)
-
-    def _time_bounds(self) -> tuple[int, int] | None:
-        return self.time_bounds(Selector())
-
-    def _time_before(self, position: int) -> int | None:
-        row = self._reader().execute(
-            "SELECT time FROM events WHERE id < %s ORDER BY id DESC LIMIT 1", (position,)).fetchone()
-        return int(row[0]) if row else None
-
-    def _times_between(self, after_id: int, before_id: int) -> tuple[int, int] | None:
-        # time + 0: PostgreSQL would answer a bare min(time) by walking the time index from
-        # the oldest event until one lies in the (newest) position range.
-        row = self._reader().execute(
-            "SELECT min(time + 0), max(time + 0) FROM events WHERE id > %s AND id < %s",
-            (after_id, before_id)).fetchone()
-        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
-
-    def _query(self, selector: Selector, limit: int, after_id: int, newest_first: bool,
-               before_id: int | None) -> list[StoredEvent]:
+        No time windows as in SQLite (store/windows.py): PostgreSQL walks the log-position
+        index backwards and filters, 2-3 ms for the busiest user of 2 million events, where
+        the windows took 5-15 ms."""
         where, params = self._where(selector)
         if after_id:
             where += " AND events.id > %s"

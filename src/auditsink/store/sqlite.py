@@ -41,7 +41,6 @@ from auditsink.store._shared import (
     GroupCommitWriter,
     Task,
     group_rows,
-    newest_page_in_windows,
 )
 from auditsink.store.base import (
     Alert,
@@ -53,6 +52,7 @@ from auditsink.store.base import (
     StoreError,
     WriteResult,
 )
+from auditsink.store.windows import newest_page_in_windows
 from auditsink.timeutil import parse_timestamp
 
 SCHEMA_VERSION = "2"
