@@ -110,8 +110,8 @@ class PostgresQueries:
         """Matching events, newest first by default; page with ``before_id``/``after_id``.
 
         No time windows as in SQLite (store/windows.py): PostgreSQL walks the log-position
-        index backwards and filters, 2-3 ms for the busiest user of 2 million events, where
-        the windows took 5-15 ms."""
+        index backwards and filters, 1.5-3 ms per page of a busy identity in 2 million events,
+        where the windows took 4.5-10 ms (benchmarks/bench_pg_pages.py)."""
         where, params = self._where(selector)
         if after_id:
             where += " AND events.id > %s"

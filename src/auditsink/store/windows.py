@@ -5,8 +5,9 @@ pages are in log order, so a page without a time range sorted every match: 3.4 s
 system:apiserver in a store of 10 million events. The page is looked for in time windows
 instead, and kept once it provably equals the unbounded answer (18-35 ms).
 
-PostgreSQL does not need this: it walks the log-position index backwards and filters, 2-3 ms
-for the busiest user of 2 million events, where these windows took 5-15 ms.
+PostgreSQL does not need this: it walks the log-position index backwards and filters, 1.5-3 ms
+per page of a busy identity in 2 million events, where these windows took 4.5-10 ms
+(``python -m benchmarks.bench_pg_pages``).
 """
 
 from __future__ import annotations
