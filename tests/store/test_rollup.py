@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from auditsink.model import decode_body
-from auditsink.query.rollup import HOUR_US, Rollup, usable
+from auditsink.query.rollup import HOUR_US, STATE_NAME, Rollup, usable
 from auditsink.store.base import Selector, open_store
 from auditsink.timeutil import format_micros
 
@@ -37,6 +37,12 @@ def _events(rng: random.Random, count: int, low: int, high: int) -> list[Any]:
     return items
 
 
+def _open(store_url: str, seed: int) -> tuple[random.Random, Any]:
+    store = open_store(store_url)
+    store.open()
+    return random.Random(seed), store
+
+
 def _same_answers(store: Any, rollup: Rollup, selector: Selector) -> None:
     assert usable(selector)
     for columns, failures in ((["user"], False), (["resource", "api_group"], False),
@@ -54,9 +60,7 @@ def _same_answers(store: Any, rollup: Rollup, selector: Selector) -> None:
 
 
 def test_rollup_answers_what_the_store_answers(store_url: str) -> None:
-    rng = random.Random(7)
-    store = open_store(store_url)
-    store.open()
+    rng, store = _open(store_url, seed=7)
     batch = _events(rng, 3000, START, START + 10 * HOUR_US)
     store.write(batch[:1500])
     store.write(batch[1500:], cluster="prod")
@@ -107,16 +111,14 @@ def _first_fold_position(store: Any, rollup: Rollup, selector: Selector) -> int:
 def test_a_restart_starts_from_the_snapshot(store_url: str) -> None:
     # Folding the whole log costs 3.4 s per million events; after a restart the rollup must
     # start from the snapshot serve saved, fold only the rest, and still answer exactly.
-    rng = random.Random(11)
-    store = open_store(store_url)
-    store.open()
+    rng, store = _open(store_url, seed=11)
     store.write(_events(rng, 2000, START, START + 10 * HOUR_US))
     everything = Selector(since=START, until=START + 10 * HOUR_US)
     first = Rollup(store)
     assert _first_fold_position(store, first, everything) == 0
     first.save()
     saved_at = store.last_id()
-    # Meanwhile: new events, late ones, a retried batch, retention.
+    # Meanwhile: new events, late ones (older hours, new positions), and retention.
     store.write(_events(rng, 500, START + 2 * HOUR_US, START + 10 * HOUR_US), cluster="prod")
     store.prune(START + HOUR_US + 900_000_000)
     restarted = Rollup(store)
@@ -128,25 +130,21 @@ def test_a_restart_starts_from_the_snapshot(store_url: str) -> None:
 def test_a_snapshot_ahead_of_its_log_is_ignored(store_url: str) -> None:
     # A database restored from an older backup holds fewer events than a snapshot taken later
     # would count: start from scratch instead.
-    rng = random.Random(12)
-    store = open_store(store_url)
-    store.open()
+    rng, store = _open(store_url, seed=12)
     store.write(_events(rng, 300, START, START + 8 * HOUR_US))
     rollup = Rollup(store)
     rollup.refresh()
     rollup._after += 1000  # as if it had counted events this log does not have
-    store.save_state("overview-rollup", rollup.snapshot())
+    store.save_state(STATE_NAME, rollup.snapshot())
     fresh = Rollup(store)
     assert _first_fold_position(store, fresh, Selector(since=START, until=START + 8 * HOUR_US)) == 0
     store.close()
 
 
 def test_serve_keeps_the_snapshot_fresh_and_saves_it_when_stopping(store_url: str) -> None:
-    rng = random.Random(13)
-    store = open_store(store_url)
-    store.open()
+    rng, store = _open(store_url, seed=13)
     store.write(_events(rng, 400, START, START + 7 * HOUR_US))
-    assert store.load_state("overview-rollup") is None
+    assert store.load_state(STATE_NAME) is None
     stop = threading.Event()
     background = Rollup(store)
     background._used.set()  # someone opened the overview

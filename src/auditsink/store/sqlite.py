@@ -141,7 +141,8 @@ class Checkpointer:
             while not self._stop.wait(self.interval):
                 try:
                     self.checkpoint(conn)
-                except (sqlite3.Error, StoreError) as exc:  # disk full, or closing; the writer reports its own errors
+                except (sqlite3.Error, StoreError) as exc:
+                    # e.g. disk full, or the store closing; the writer reports its own errors
                     log.warning("WAL checkpoint failed: %s", exc)
         finally:
             conn.close()
