@@ -1,4 +1,5 @@
-"""Options shared by several commands: ``--config``, ``--store`` and the selector flags."""
+"""Options shared by several commands: the selector flags; ``--config`` and ``--store`` come
+from the settings table (cli/options.py) and are re-exported here."""
 
 from __future__ import annotations
 
@@ -6,61 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-import yaml
 
-from auditsink.store.base import DEFAULT_STORE_URL, Selector, Store, StoreError, open_store
+from auditsink.cli.options import config_option, store_option  # noqa: F401 (re-exported)
+from auditsink.store.base import Selector, Store, StoreError, open_store
 from auditsink.timeutil import parse_when
 
 F = Callable[..., Any]
-
-
-def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -> str | None:
-    """Read the YAML config file into the command's defaults (flags still win)."""
-    if not path:
-        return path
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise click.BadParameter(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"{path}: expected a mapping of settings at the top level")
-    # Keys are the long option names (`store`, `format`, `match`), dashes or underscores.
-    known: dict[str, str] = {}
-    for param in ctx.command.params:
-        for opt in getattr(param, "opts", []):
-            if opt.startswith("--") and param.name and param.name != "config":
-                known[opt[2:]] = param.name
-    defaults: dict[str, Any] = {}
-    for key, value in data.items():
-        name = known.get(str(key).replace("_", "-"))
-        if name is None:
-            raise click.BadParameter(
-                f"{path}: unknown key {key!r} for `auditsink {ctx.command.name}`; known keys: "
-                + ", ".join(sorted(known))
-            )
-        defaults[name] = value
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    return path
-
-
-def config_option(f: F) -> F:
-    """``--config FILE``: YAML whose keys are this command's long option names."""
-    return click.option(
-        "--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
-        callback=_load_config, envvar="AUDITSINK_CONFIG",
-        help="YAML file of settings (keys are option names, e.g. listen, store).",
-    )(f)
-
-
-def store_option(f: F) -> F:
-    """``--store URL``."""
-    return click.option(
-        "--store", "store_url", default=DEFAULT_STORE_URL, show_default=True, envvar="AUDITSINK_STORE",
-        help="Where events are kept: sqlite:///PATH (relative) or sqlite:////abs/path.",
-    )(f)
 
 
 def open_existing_store(url: str) -> Store:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from auditsink.cli import main
-from auditsink.cli.common import store_option
+from auditsink.cli.common import config_option, store_option
 from auditsink.store.base import StoreError, open_store
 
 
@@ -26,6 +26,7 @@ def db_group() -> None:
 
 
 @db_group.command("migrate")
+@config_option
 @store_option
 def migrate_command(store_url: str) -> None:
     """Apply pending schema migrations (idempotent; safe while replicas run).
@@ -47,6 +48,7 @@ def migrate_command(store_url: str) -> None:
 
 
 @db_group.command("status")
+@config_option
 @store_option
 def status_command(store_url: str) -> None:
     """Show the schema version and the daily partitions of events."""

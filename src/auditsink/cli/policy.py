@@ -16,13 +16,16 @@ from auditsink.admit.sources import iter_file_items
 from auditsink.admit.spec import Problem, parse_policy
 from auditsink.admit.suggest import suggest_policy
 from auditsink.cli import main
-from auditsink.cli.common import open_existing_store, selector_from, selector_options, store_option
+from auditsink.cli.common import (
+    config_option, open_existing_store, selector_from, selector_options, store_option,
+)
 from auditsink.model import BadItem, Item, decode_item
 
 def _event_source(f: Any) -> Any:
     """EVENT_FILES, or (when none are given) the store with the usual selector flags."""
     f = selector_options(f)
     f = store_option(f)
+    f = config_option(f)
     return click.argument(
         "event_files", nargs=-1, type=click.Path(exists=True, dir_okay=False)
     )(f)

@@ -144,16 +144,6 @@ def serve(pipeline: Pipeline, options: ServeOptions, api_app: Any = None,
         ready=(lambda: store.queue_depth() < getattr(store, "queue_events", 1 << 30)) if store else (lambda: True),
         accepting=store.has_room if store is not None else (lambda: True),
     )
-    if store is not None:
-        app.metrics.gauge("auditsink_store_queue_events", "Events waiting for the store writer.",
-                          store.queue_depth)
-        size = getattr(store, "size_bytes", None)
-        if size is not None:
-            app.metrics.gauge("auditsink_store_bytes", "Size of the store on disk.", size)
-        if hasattr(store, "last_commit_seconds"):
-            app.metrics.gauge("auditsink_store_last_commit_seconds",
-                              "How long the writer's latest group commit took.",
-                              lambda: store.last_commit_seconds)
     servers = [_Server(_uvicorn_config(app, options.listen, options.tls))]
     if api_app is not None and options.api_listen:
         api_server = _Server(_uvicorn_config(api_app, options.api_listen, {}))

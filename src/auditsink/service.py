@@ -1,0 +1,418 @@
+"""The composition root: the whole auditsink process, built from one :class:`Settings`.
+
+``auditsink serve``, ``worker`` and ``import`` parse their settings and call :func:`run`,
+:func:`run_worker` and :func:`import_files`; tests (and Python callers) call them, or
+:func:`build` to get the assembled parts without serving. This is the one module that knows
+how the stages fit together:
+
+    receive ─▶ Pipeline (admit, print) ─▶ store or bus ─┬─▶ read API + web UI (+ rollup)
+                                                        └─▶ rules ─▶ alerts ─▶ notifiers
+
+Errors: :class:`~auditsink.settings.SettingsError` for settings that cannot work (the command
+line shows it as a usage error), :class:`ServiceError` for a part that cannot start (a store
+that does not open, a rule file that does not load, a bus that does not answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from auditsink.admit.match import MatchError, compile_match
+from auditsink.logs import setup_logging
+from auditsink.model import BodyError, decode_body, iter_file_bodies
+from auditsink.pipeline import Pipeline
+from auditsink.printer import Printer
+from auditsink.receive.metrics import Metrics
+from auditsink.receive.server import ConfigError, ServeOptions
+from auditsink.settings import Settings, SettingsError
+from auditsink.store.base import Store, StoreError, open_store
+from auditsink.timeutil import parse_duration
+
+log = logging.getLogger("auditsink.service")
+
+
+class ServiceError(RuntimeError):
+    """A part of the process could not start, or an input could not be read."""
+
+
+# -- the ingest side: the pipeline every door goes through --------------------------------------
+
+
+def parse_size(value: str) -> int:
+    """``64MiB``, ``10MB``, ``512k`` or bytes.
+
+    >>> parse_size("64MiB")
+    67108864
+    """
+    text = value.strip().lower().replace("ib", "").replace("b", "")
+    scale = {"k": 1024, "m": 1024**2, "g": 1024**3}.get(text[-1:], 1)
+    number = text[:-1] if scale != 1 else text
+    try:
+        return int(float(number) * scale)
+    except ValueError:
+        raise SettingsError(f"invalid size {value!r}: use e.g. 64MiB or 1048576",
+                            "max_body") from None
+
+
+def open_store_from(settings: Settings, **options: Any) -> Store:
+    """The store of ``settings.store``, opened (its writer running)."""
+    try:
+        store = open_store(settings.store, sync=settings.sync, **options)
+        store.open()
+    except StoreError as exc:
+        raise ServiceError(str(exc)) from None
+    return store
+
+
+def build_pipeline(settings: Settings, print_format: str | None = None, store: bool = True,
+                   **store_options: Any) -> Pipeline:
+    """Admit (match, policy, redact), store unless ``store=False`` or ``store: none``, print.
+
+    ``print_format`` overrides ``settings.format`` (``auditsink import`` prints nothing).
+    """
+    try:
+        match = compile_match(settings.match)
+    except MatchError as exc:
+        raise SettingsError(str(exc), "match") from None
+    policy = _load_policy(settings.policy) if settings.policy else None
+    if not settings.redact_secrets:
+        log.warning("secret redaction is OFF (--no-redact-secrets): Secret values in request and "
+                    "response bodies will be stored and printed in clear text")
+    opened = open_store_from(settings, **store_options) if store and settings.store != "none" else None
+    fmt = settings.format if print_format is None else print_format
+    printer = Printer(fmt) if fmt != "none" else None
+    return Pipeline(store=opened, printer=printer, match=match, policy=policy,
+                    redact=settings.redact_secrets)
+
+
+def _load_policy(path: str) -> Callable[[Any], Any]:
+    from auditsink.admit import policy as policy_module
+
+    try:
+        compiled = policy_module.load_policy(path)
+    except (OSError, ValueError) as exc:
+        raise ServiceError(str(exc)) from None
+    for warning in compiled.warnings:
+        log.warning("%s", warning)
+    return lambda item: policy_module.apply_policy(compiled, item)
+
+
+# -- the consumers of the store: rules, notifiers --------------------------------------------
+
+
+def build_consumers(store: Store | None, settings: Settings, rules: bool,
+                    link_base: str = "") -> list[Any]:
+    """The rules detector (when ``rules``) and one delivery loop per notifier."""
+    if store is None:
+        if settings.notify or settings.rules:
+            raise SettingsError("--rules and --notify read the store: they need --store")
+        return []
+    consumers: list[Any] = []
+    if rules:
+        from auditsink.detect import Detector
+        from auditsink.rules.engine import load_rules
+        from auditsink.rules.stateful import StatefulDetectors
+
+        try:
+            ruleset = load_rules(list(settings.rules) or None)
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
+        consumers.append(Detector(store, ruleset, stateful=StatefulDetectors()))
+    elif settings.notify:
+        raise SettingsError("--notify sends the alerts of the rules: drop --no-rules")
+    from auditsink.notify.base import Delivery, build, parse_notify
+
+    for spec in settings.notify:
+        try:
+            config = parse_notify(spec, min_priority=settings.notify_min_priority,
+                                  rate_per_minute=settings.notify_rate, link_base=link_base)
+        except ValueError as exc:
+            raise SettingsError(str(exc), "notify") from None
+        consumers.append(Delivery(store, build(config)))
+    return consumers
+
+
+def detector_of(consumers: Iterable[Any]) -> Any:
+    """The rules detector among ``consumers``, or None."""
+    from auditsink.detect import Detector
+
+    return next((c for c in consumers if isinstance(c, Detector)), None)
+
+
+def register_gauges(metrics: Metrics, store: Any, detector: Any) -> None:
+    """The gauges read at scrape time: the store's queue, size and commit time, the rules."""
+    if store is not None:
+        metrics.gauge("auditsink_store_queue_events", "Events waiting for the store writer.",
+                      store.queue_depth)
+        size = getattr(store, "size_bytes", None)
+        if size is not None:
+            metrics.gauge("auditsink_store_bytes", "Size of the store on disk.", size)
+        if hasattr(store, "last_commit_seconds"):
+            metrics.gauge("auditsink_store_last_commit_seconds",
+                          "How long the writer's latest group commit took.",
+                          lambda: store.last_commit_seconds)
+    if detector is not None:
+        metrics.gauge("auditsink_rules_lag_events",
+                      "Committed events not yet evaluated by the rules.", detector.lag)
+        metrics.gauge("auditsink_alerts_raised", "Alerts raised since start.",
+                      lambda: detector.raised)
+        metrics.gauge("auditsink_rules_active",
+                      "Whether this replica runs the rules (1) or another one does (0).",
+                      lambda: int(detector.follower.active))
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """Everything ``auditsink serve`` runs, assembled and not yet started."""
+
+    settings: Settings
+    pipeline: Pipeline
+    options: ServeOptions
+    api_app: Any = None
+    consumers: list[Any] = field(default_factory=list)
+
+
+def build(settings: Settings) -> Service:
+    """Assemble ``serve``: check exposure, open the store (or the bus), build the read API,
+    the rules, the notifiers and the rollup. Nothing listens yet; the store's writer runs."""
+    options = _serve_options(settings)
+    if settings.bus:
+        # Publish to JetStream instead of storing; `auditsink worker` stores (docs/bus.md).
+        if settings.retention or settings.rules or settings.notify:
+            raise SettingsError(
+                "with --bus, serve has no store: give --store, --rules and --notify to "
+                "`auditsink worker --detect`, and --retention to an `auditsink serve --store "
+                "URL` beside the store")
+        pipeline = build_pipeline(settings, store=False)
+        sink = open_bus_sink(settings)
+        sink.register_metrics(pipeline.metrics)
+        pipeline.store = sink  # type: ignore[assignment]
+        register_gauges(pipeline.metrics, sink, None)
+        return Service(settings, pipeline, options)
+    pipeline = build_pipeline(settings, queue_events=settings.queue_events)
+    api_app = None
+    if options.api_listen and pipeline.store is not None:
+        from auditsink.query.api import ReadAPI
+
+        api_app = ReadAPI(pipeline.store, token=options.api_token)
+    link_base = f"http://{options.api_listen}" if api_app else ""
+    consumers = build_consumers(pipeline.store, settings, not settings.no_rules, link_base)
+    if api_app is not None:
+        from auditsink.query.rollup import rollup_for
+
+        consumers.append(rollup_for(pipeline.store))  # keeps the UI's long-range counts fresh
+    register_gauges(pipeline.metrics, pipeline.store, detector_of(consumers))
+    return Service(settings, pipeline, options, api_app, consumers)
+
+
+def _serve_options(settings: Settings) -> ServeOptions:
+    """The listeners' options, refusing exposure beyond loopback without TLS and auth."""
+    from auditsink.receive.auth import AuthConfigError, Authenticator
+    from auditsink.receive.server import check_exposure, is_loopback, parse_listen
+    from auditsink.receive.tls import uvicorn_tls_kwargs
+
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise SettingsError("--tls-cert and --tls-key go together")
+    api_listen = None if settings.api_listen == "none" else settings.api_listen
+    options = ServeOptions(listen=settings.listen, api_listen=api_listen,
+                           paths=list(settings.path), max_body=parse_size(settings.max_body),
+                           insecure=settings.insecure, body_timeout=settings.body_timeout)
+    if settings.retention:
+        try:
+            options.retention_seconds = parse_duration(settings.retention)
+        except ValueError as exc:
+            raise SettingsError(str(exc), "retention") from None
+    if settings.tls_cert and settings.tls_key:
+        options.tls = uvicorn_tls_kwargs(
+            settings.tls_cert, settings.tls_key, settings.client_ca,
+            header_auth=bool(settings.token_file or settings.basic_auth_file))
+    if settings.token_file or settings.basic_auth_file or settings.client_ca:
+        try:
+            options.authenticator = Authenticator(
+                token_file=settings.token_file, basic_auth_file=settings.basic_auth_file,
+                client_ca=settings.client_ca, allowed_cns=list(settings.allowed_cn) or None)
+        except AuthConfigError as exc:
+            raise ServiceError(str(exc)) from None
+    if settings.api_token_file:
+        with open(settings.api_token_file, encoding="utf-8") as fh:
+            options.api_token = fh.read().strip()
+    try:
+        check_exposure(options)
+        if options.api_listen:
+            host, _ = parse_listen(options.api_listen, "--api-listen")
+            if not is_loopback(host) and not options.api_token and not settings.insecure:
+                raise ConfigError(f"refusing to serve the read API on {options.api_listen} "
+                                  "beyond loopback without --api-token-file (or --insecure)")
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    return options
+
+
+def run(settings: Settings) -> None:
+    """``auditsink serve``: build, then serve until SIGINT/SIGTERM and drain the store."""
+    from auditsink.receive.server import serve
+
+    setup_logging(settings.log_format, settings.log_level)
+    service = build(settings)
+    options, store = service.options, service.pipeline.store
+    where = store.url if store is not None else "nowhere (--store none)"  # type: ignore[attr-defined]
+    scheme = "https" if options.tls else "http"
+    log.info("auditsink listening on %s://%s, storing to %s%s", scheme, options.listen, where,
+             f"; read API on http://{options.api_listen}" if service.api_app else "")
+    try:
+        serve(service.pipeline, options, service.api_app, service.consumers)
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+# -- the bus: serve --bus publishes, worker stores --------------------------------------------
+
+
+def bus_config(settings: Settings) -> Any:
+    """``settings.bus*`` as a :class:`auditsink.bus.nats.BusConfig`."""
+    from auditsink.bus.nats import BusConfig, BusError, parse_servers
+
+    try:
+        return BusConfig(parse_servers(settings.bus or ""), stream=settings.bus_stream,
+                         subject=settings.bus_subject, replicas=settings.bus_replicas)
+    except BusError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def open_bus_sink(settings: Settings) -> Any:
+    """Connect ``serve --bus``'s publisher, or fail saying why."""
+    from auditsink.bus.nats import BusError, NatsBus
+
+    sink = NatsBus(bus_config(settings))
+    try:
+        sink.open()
+    except BusError as exc:
+        raise ServiceError(str(exc)) from None
+    return sink
+
+
+def run_worker(settings: Settings) -> Any:
+    """``auditsink worker``: store what the bus holds (and run the rules with ``detect``)
+    until SIGINT/SIGTERM; returns the worker's :class:`~auditsink.bus.worker.WorkerStats`."""
+    from auditsink.bus.metrics import worker_metrics
+    from auditsink.bus.nats import BusError
+    from auditsink.bus.worker import Worker
+    from auditsink.receive.server import parse_listen
+
+    setup_logging(settings.log_format, settings.log_level)
+    if not settings.bus:
+        raise SettingsError("--bus nats://HOST:PORT is required: the worker reads the bus")
+    if (settings.rules or settings.notify) and not settings.detect:
+        raise SettingsError("--rules and --notify go with --detect")
+    config = bus_config(settings)
+    metrics_address = None
+    if settings.metrics_listen:
+        try:
+            metrics_address = parse_listen(settings.metrics_listen, "--metrics-listen")
+        except ConfigError as exc:
+            raise SettingsError(str(exc)) from None
+    store = open_store_from(settings)
+    stop_background = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        consumers = build_consumers(store, settings, rules=True) if settings.detect else []
+        threads = [threading.Thread(target=c.run, args=(stop_background,), daemon=True,
+                                    name=f"auditsink-{type(c).__name__.lower()}")
+                   for c in consumers]
+        for thread in threads:
+            thread.start()
+        worker = Worker(config, store, consumer=settings.bus_consumer, fetch=settings.fetch,
+                        ack_wait=settings.ack_wait)
+        metrics = worker_metrics(worker, store, detector_of(consumers))
+        asyncio.run(_run_worker(worker, metrics_address, metrics))
+    except BusError as exc:
+        raise ServiceError(str(exc)) from None
+    finally:
+        stop_background.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        store.close()
+    stats = worker.stats
+    log.info("worker stopped: %d batches, %d events stored, %d duplicates", stats.messages,
+             stats.stored, stats.duplicates)
+    return stats
+
+
+async def _run_worker(worker: Any, metrics_address: tuple[str, int] | None,
+                      metrics: list[Any]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Finish the batches in hand (commit, ack), then leave: nothing is redelivered needlessly.
+        loop.add_signal_handler(sig, stop.set)
+    server = None
+    if metrics_address is not None:
+        from auditsink.bus.metrics import start_metrics_server
+
+        try:
+            server = await start_metrics_server(*metrics_address, metrics)
+        except OSError as exc:
+            raise ServiceError(f"--metrics-listen {metrics_address[0]}:{metrics_address[1]}:"
+                               f" {exc.strerror or exc}") from None
+        log.info("worker metrics on http://%s:%d/metrics", *metrics_address)
+    try:
+        await worker.run(stop)
+    finally:
+        if server is not None:
+            server.close()
+
+
+# -- import -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    """What ``auditsink import`` did."""
+
+    stored: int = 0
+    duplicates: int = 0
+    unreadable: int = 0
+    where: str = "nowhere"
+
+
+def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
+                 print_format: str = "none",
+                 on_progress: Callable[[int], None] | None = None) -> ImportResult:
+    """Import audit-log and EventList files through the same pipeline as ``serve``.
+
+    Safe to re-run: the store deduplicates. ``on_progress`` gets the bytes read so far.
+    """
+    pipeline = build_pipeline(settings, print_format=print_format)
+    result = ImportResult(where=pipeline.store.url if pipeline.store else "nowhere")  # type: ignore[attr-defined]
+    try:
+        for path in files:
+            for body in iter_file_bodies(path):
+                try:
+                    items, bad = decode_body(body)
+                except BodyError as exc:
+                    raise ServiceError(f"{path}: {exc}") from None
+                written = pipeline.ingest_sync(items, bad, cluster)
+                result.stored += written.stored
+                result.duplicates += written.duplicates
+                result.unreadable += len(bad)
+                if on_progress is not None:
+                    on_progress(len(body))
+    finally:
+        if pipeline.store is not None:
+            pipeline.store.close()
+    return result
+
+
+def total_bytes(files: Iterable[str]) -> int:
+    """The size of the files to import (for a progress bar)."""
+    return sum(os.path.getsize(f) for f in files)
