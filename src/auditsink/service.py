@@ -196,7 +196,7 @@ def build(settings: Settings) -> Service:
         pipeline = build_pipeline(settings, store=False)
         sink = open_bus_sink(settings)
         sink.register_metrics(pipeline.metrics)
-        pipeline.store = sink  # type: ignore[assignment]
+        pipeline.store = sink
         register_gauges(pipeline.metrics, sink, None)
         return Service(settings, pipeline, options)
     pipeline = build_pipeline(settings, queue_events=settings.queue_events)
@@ -265,7 +265,7 @@ def run(settings: Settings) -> None:
     setup_logging(settings.log_format, settings.log_level)
     service = build(settings)
     options, store = service.options, service.pipeline.store
-    where = store.url if store is not None else "nowhere (--store none)"  # type: ignore[attr-defined]
+    where = store.url if store is not None else "nowhere (--store none)"
     scheme = "https" if options.tls else "http"
     log.info("auditsink listening on %s://%s, storing to %s%s", scheme, options.listen, where,
              f"; read API on http://{options.api_listen}" if service.api_app else "")
@@ -393,7 +393,7 @@ def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
     Safe to re-run: the store deduplicates. ``on_progress`` gets the bytes read so far.
     """
     pipeline = build_pipeline(settings, print_format=print_format)
-    result = ImportResult(where=pipeline.store.url if pipeline.store else "nowhere")  # type: ignore[attr-defined]
+    result = ImportResult(where=pipeline.store.url if pipeline.store else "nowhere")
     try:
         for path in files:
             for body in iter_file_bodies(path):
