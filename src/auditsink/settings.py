@@ -30,7 +30,6 @@ SERVE, WORKER, IMPORT = "serve", "worker", "import"
 READ = ("query", "tail", "show", "stats", "rejected", "alerts", "policy simulate",
         "policy suggest", "db migrate", "db status")
 ENV_PREFIX = "AUDITSINK_"
-PRIORITIES = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
 
 
 class SettingsError(ValueError):

@@ -7,17 +7,23 @@ add what the API server never sent, so the event is kept as it is.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from auditsink.model import LEVEL_RANK, Item, RawObject, encode
 
-if TYPE_CHECKING:
-    from auditsink.admit.policy import Decision
-
 _REQUEST = LEVEL_RANK["Request"]
 _RESPONSE = LEVEL_RANK["RequestResponse"]
+
+
+class Decision(NamedTuple):
+    """The outcome for one request: level, omitted stages, omitManagedFields, matching rule."""
+
+    level: str
+    omit_stages: frozenset[str]
+    omit_managed_fields: bool
+    rule: int | None
 
 
 def apply_decision(decision: Decision, item: Item) -> Item | None:

@@ -15,10 +15,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote
 
-from auditsink.admit.apply import apply_decision
+from auditsink.admit.apply import Decision, apply_decision
 from auditsink.admit.spec import (
     GroupResources,
     PolicyError,
@@ -45,15 +45,6 @@ NONE = "None"
 K = TypeVar("K")
 V = TypeVar("V")
 _TARGET_CACHE_LIMIT = 8192
-
-
-class Decision(NamedTuple):
-    """The outcome for one request: level, omitted stages, omitManagedFields, matching rule."""
-
-    level: str
-    omit_stages: frozenset[str]
-    omit_managed_fields: bool
-    rule: int | None
 
 
 @dataclass(frozen=True, slots=True)

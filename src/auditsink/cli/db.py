@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from auditsink.cli import main
+from auditsink.cli.group import main
 from auditsink.cli.common import config_option, store_option
 from auditsink.store.base import StoreError, open_store
 

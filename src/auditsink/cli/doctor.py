@@ -9,7 +9,7 @@ import textwrap
 
 import click
 
-from auditsink.cli import main
+from auditsink.cli.group import main
 from auditsink.doctor import ERROR, OK, WARNING, Finding, diagnose
 
 MARKS = {OK: "ok  ", WARNING: "warn", ERROR: "FAIL"}

@@ -15,7 +15,7 @@ from auditsink.admit.simulate import Simulation, format_report, human_size, iter
 from auditsink.admit.sources import iter_file_items
 from auditsink.admit.spec import Problem, parse_policy
 from auditsink.admit.suggest import suggest_policy
-from auditsink.cli import main
+from auditsink.cli.group import main
 from auditsink.cli.common import (
     config_option, open_existing_store, selector_from, selector_options, store_option,
 )

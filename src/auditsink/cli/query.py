@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from auditsink.cli import main
+from auditsink.cli.group import main
 from auditsink.cli.common import config_option, open_existing_store, selector_from, selector_options, store_option
 from auditsink.model import decode_item, to_log_line
 from auditsink.printer import text_line

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import click
 
-from auditsink.cli import main
+from auditsink.cli.group import main
 from auditsink.model import BodyError, BodyTooLarge, decode_body, iter_file_bodies
 from auditsink.rules import BUILTIN, PRIORITIES, RuleLoadError, RuleSet, at_least, load_rules
 from auditsink.rules.stateful import StatefulDetectors

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from auditsink import service
-from auditsink.cli import main
+from auditsink.cli.group import main
 from auditsink.cli.options import call_service, settings_from, settings_options
 from auditsink.printer import FORMATS
 

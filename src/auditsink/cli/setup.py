@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from auditsink.cli import main
+from auditsink.cli.group import main
 from auditsink.receive.auth import CLUSTER_NAME, hash_password
 from auditsink.setup import certs as certs_mod
 from auditsink.setup import kubeadm as kubeadm_mod

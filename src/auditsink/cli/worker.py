@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from auditsink import service
-from auditsink.cli import main
+from auditsink.cli.group import main
 from auditsink.cli.options import call_service, settings_from, settings_options
 
 

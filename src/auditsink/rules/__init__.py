@@ -16,7 +16,7 @@ from auditsink.rules.engine import (
     load_rules_text,
 )
 from auditsink.rules.loader import RuleLoadError
-from auditsink.rules.priority import PRIORITIES, at_least, parse_priority
+from auditsink.priority import PRIORITIES, at_least, parse_priority
 from auditsink.rules.stateful import BurstDetector, StatefulDetectors
 
 __all__ = [

@@ -19,7 +19,7 @@ from auditsink.rules.exceptions import (
     merge_exceptions,
     parse_exception,
 )
-from auditsink.rules.priority import parse_priority
+from auditsink.priority import parse_priority
 
 RULE_APPEND_KEYS = frozenset({"condition", "output", "desc", "tags", "exceptions"})
 RULE_REPLACE_KEYS = frozenset(

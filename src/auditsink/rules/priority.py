@@ -1,31 +1,6 @@
-"""Rule priorities: Falco's eight severities, most severe first."""
+"""Rule priorities moved to :mod:`auditsink.priority` (the store and the read API use them too,
+and sit below the rules); this name stays for the modules that still import it from here."""
 
-from __future__ import annotations
+from auditsink.priority import PRIORITIES, RANK, at_least, parse_priority
 
-PRIORITIES = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
-RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
-_ALIASES = {"INFORMATIONAL": "INFO", "WARN": "WARNING", "ERR": "ERROR", "CRIT": "CRITICAL"}
-
-
-def parse_priority(text: object) -> str:
-    """The canonical (upper-case) name of a priority, case-insensitive; raises ValueError.
-
-    >>> parse_priority("Informational"), parse_priority("warning")
-    ('INFO', 'WARNING')
-    """
-    name = str(text).strip().upper()
-    name = _ALIASES.get(name, name)
-    if name not in RANK:
-        raise ValueError(
-            f"unknown priority {text!r}: expected one of {', '.join(PRIORITIES)} (any case)"
-        )
-    return name
-
-
-def at_least(priority: str, minimum: str) -> bool:
-    """Whether ``priority`` is as severe as ``minimum`` or more.
-
-    >>> at_least("ERROR", "WARNING"), at_least("INFO", "NOTICE")
-    (True, False)
-    """
-    return RANK[priority] <= RANK[minimum]
+__all__ = ["PRIORITIES", "RANK", "at_least", "parse_priority"]
