@@ -1,39 +1,136 @@
-"""Run a store consumer (the rules, a notifier) in one process at a time.
+"""The one loop every store consumer runs: the rules, each notifier and each output.
+
+A consumer reads one of the store's logs (events, or the alerts the rules raised) in log
+order after a durable cursor of its own, and commits its progress (plus what it produced:
+alerts, dead letters) in the same transaction that moves the cursor. So a restart, a crash or
+an outage downstream delays a consumer but never makes it skip anything (design.md, "The store
+is the log"), and ingest never waits for it.
 
 Every replica on a shared store starts every consumer; ``Store.claim_consumer`` lets one of
-them run it while the others stand by, and one of those takes over within ``standby``
-seconds when the holder stops, dies or loses its database connection. Cursor commits are
+them run it while the others stand by, and one of those takes over within ``standby`` seconds
+when the holder stops, dies or loses its database connection. Cursor commits are
 compare-and-set (``CursorMoved``), so even at a takeover, when two processes may briefly both
-believe they hold the consumer, nothing is stored twice.
+believe they hold the consumer, nothing is committed twice.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from auditsink.store.base import CursorMoved, Store
+from auditsink.store.base import Alert, CursorMoved, DeadLetter, Store
 
 log = logging.getLogger("auditsink.consumer")
 
 
-class Follower:
-    """Calls ``step`` while this process holds consumer ``name``; ``resume`` re-reads the
-    durable cursor whenever the consumer is (re)gained, since another process may have moved
-    it meanwhile."""
+@dataclass
+class Progress:
+    """What a consumer made of a page: where its cursor may move, and what to store with it.
 
-    def __init__(self, store: Store, name: str, step: Callable[[], int],
-                 resume: Callable[[], None], poll: float, standby: float = 2.0) -> None:
+    ``position`` may stay behind the last entry read (a notifier holding alerts back for a
+    rate-limit summary): those entries are read again after a restart, never lost.
+    """
+
+    position: int
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    read: int | None = None   # how far the page was handled, when stopped part way
+
+
+class Consumer:
+    """Base class: a durable cursor ``name`` over one log, and what to do with each page.
+
+    Subclasses implement ``fetch`` and ``process``; ``idle`` runs when nothing new came (to
+    flush what waits for time rather than for entries), ``resumed`` when the cursor was re-read
+    (drop what was held in memory: it will be read again).
+    """
+
+    name = "consumer"
+    batch = 1000          # entries per page
+    linger = 0.0          # seconds a partial page waits for more entries (batching by time)
+    poll = 0.2            # seconds between looks at the log when caught up
+
+    def fetch(self, after: int, limit: int) -> Sequence[Any]:
+        """Up to ``limit`` entries after position ``after``, in log order; each has ``.id``."""
+        raise NotImplementedError
+
+    def process(self, entries: Sequence[Any], stop: threading.Event) -> Progress | None:
+        """Handle a page; None when stopping before it was handled (nothing is committed)."""
+        raise NotImplementedError
+
+    def idle(self, stop: threading.Event) -> Progress | None:
+        """Called when the log has nothing new; may return progress (a flushed summary)."""
+        return None
+
+    def resumed(self, position: int) -> None:
+        """The cursor was (re)read at ``position``: forget anything held in memory."""
+
+    def newest(self) -> int:
+        """The position of the newest entry in the log (for the lag)."""
+        return 0
+
+
+class ConsumerLoop:
+    """Runs one :class:`Consumer`: claim, read after the cursor, process, commit, repeat."""
+
+    def __init__(self, store: Store, consumer: Consumer, standby: float = 2.0) -> None:
         self.store = store
-        self.name = name
-        self.step = step
-        self.resume = resume
-        self.poll = poll
+        self.consumer = consumer
         self.standby = standby
         self.active = False
+        self.position = store.get_cursor(consumer.name)   # committed
+        self.read_position = self.position                # read (may be ahead: held entries)
+        self.read = 0                                     # entries handled since start
+
+    @property
+    def name(self) -> str:
+        return self.consumer.name
+
+    def step(self, stop: threading.Event | None = None) -> int:
+        """Read, process and commit the next page; returns how many entries were read."""
+        stop = stop or threading.Event()
+        consumer = self.consumer
+        entries = list(consumer.fetch(self.read_position, consumer.batch))
+        if entries and len(entries) < consumer.batch and consumer.linger > 0:
+            # Batching by time: a partial page waits up to `linger` for more entries.
+            deadline = time.monotonic() + consumer.linger
+            while len(entries) < consumer.batch and not stop.wait(
+                    min(consumer.poll, max(0.0, deadline - time.monotonic()))):
+                entries += consumer.fetch(entries[-1].id, consumer.batch - len(entries))
+                if time.monotonic() >= deadline:
+                    break
+        if not entries:
+            progress = consumer.idle(stop)
+            if progress is not None:
+                self._commit(progress)
+            return 0
+        progress = consumer.process(entries, stop)
+        if progress is None:
+            return 0  # stopping: the cursor stays, the page is read again next time
+        self.read_position = entries[-1].id if progress.read is None else progress.read
+        self.read += sum(1 for entry in entries if entry.id <= self.read_position)
+        self._commit(progress)
+        return len(entries)
+
+    def _commit(self, progress: Progress) -> None:
+        if progress.position == self.position and not progress.alerts and not progress.dead_letters:
+            return
+        self.store.commit_consumed(self.name, progress.position, progress.alerts,
+                                   expected=self.position, dead_letters=progress.dead_letters)
+        self.position = progress.position
+
+    def resume(self) -> None:
+        """Re-read the durable cursor (another process may have moved it meanwhile)."""
+        self.position = self.read_position = self.store.get_cursor(self.name)
+        self.consumer.resumed(self.position)
 
     def run(self, stop: threading.Event) -> None:
+        """Follow the log until ``stop`` is set, while this process holds the consumer;
+        errors are logged and retried."""
         while not stop.is_set():
             try:
                 if not self.store.claim_consumer(self.name):
@@ -47,7 +144,7 @@ class Follower:
                     self.resume()
                     self.active = True
                     log.info("consumer %r: running in this process", self.name)
-                if self.step():
+                if self.step(stop):
                     continue
             except CursorMoved as exc:
                 log.warning("consumer %r: %s; re-reading the cursor", self.name, exc)
@@ -55,4 +152,57 @@ class Follower:
                 continue
             except Exception:
                 log.exception("consumer %r failed; retrying", self.name)
-            stop.wait(self.poll)
+            stop.wait(self.consumer.poll)
+
+    def lag(self) -> int:
+        """Entries in the log not yet committed past."""
+        return max(0, self.consumer.newest() - self.position)
+
+
+@dataclass
+class Backoff:
+    """Waits between attempts: ``first`` seconds, doubling up to ``most``."""
+
+    first: float = 1.0
+    most: float = 60.0
+
+    def delays(self) -> Any:
+        delay = self.first
+        while True:
+            yield delay
+            delay = min(delay * 2, self.most)
+
+
+@dataclass
+class Attempts:
+    """How delivering one payload went: whether it got through, after how many tries, and
+    the last error."""
+
+    delivered: bool
+    tries: int
+    error: str = ""
+
+
+def deliver(send: Callable[[], None], stop: threading.Event, backoff: Backoff,
+            max_attempts: int = 0, on_failure: Callable[[int, Exception, float], None] | None = None,
+            ) -> Attempts | None:
+    """Call ``send`` until it succeeds, or ``max_attempts`` tries failed (0: no limit).
+
+    Returns None when ``stop`` was set while waiting to retry: nothing is decided then, the
+    caller commits nothing and the payload is sent again after the restart.
+    """
+    tries = 0
+    for delay in backoff.delays():
+        tries += 1
+        try:
+            send()
+            return Attempts(True, tries)
+        except Exception as exc:  # any failure of the destination: keep the payload, retry
+            error = str(exc) or type(exc).__name__
+            if max_attempts and tries >= max_attempts:
+                return Attempts(False, tries, error)
+            if on_failure is not None:
+                on_failure(tries, exc, delay)
+            if stop.wait(delay):
+                return None
+    raise AssertionError("unreachable")  # pragma: no cover - delays() never ends

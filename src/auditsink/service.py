@@ -33,7 +33,7 @@ from auditsink.receive.metrics import Metrics
 from auditsink.receive.server import ConfigError, ServeOptions
 from auditsink.settings import Settings, SettingsError
 from auditsink.store.base import Store, StoreError, open_store
-from auditsink.timeutil import parse_duration
+from auditsink.timeutil import parse_duration, parse_when
 
 log = logging.getLogger("auditsink.service")
 
@@ -129,14 +129,32 @@ def build_consumers(store: Store | None, settings: Settings, rules: bool,
         raise SettingsError("--notify sends the alerts of the rules: drop --no-rules")
     from auditsink.notify.base import Delivery, build, parse_notify
 
+    since = parse_notify_since(settings.notify_since)
     for spec in settings.notify:
         try:
             config = parse_notify(spec, min_priority=settings.notify_min_priority,
-                                  rate_per_minute=settings.notify_rate, link_base=link_base)
+                                  rate_per_minute=settings.notify_rate, link_base=link_base,
+                                  since=since)
         except ValueError as exc:
             raise SettingsError(str(exc), "notify") from None
         consumers.append(Delivery(store, build(config)))
     return consumers
+
+
+def parse_notify_since(value: str | None) -> int | None:
+    """``notify_since``: None (the notifier's first start), 0 for ``all``, else µs.
+
+    >>> parse_notify_since("2026-11-26T14:19:51Z")
+    1795702791000000
+    """
+    if not value:
+        return None
+    if value.strip().lower() == "all":
+        return 0
+    try:
+        return parse_when(value)
+    except ValueError as exc:
+        raise SettingsError(str(exc), "notify_since") from None
 
 
 def detector_of(consumers: Iterable[Any]) -> Any:
@@ -165,7 +183,7 @@ def register_gauges(metrics: Metrics, store: Any, detector: Any) -> None:
                       lambda: detector.raised)
         metrics.gauge("auditsink_rules_active",
                       "Whether this replica runs the rules (1) or another one does (0).",
-                      lambda: int(detector.follower.active))
+                      lambda: int(detector.active))
 
 
 # -- serve ------------------------------------------------------------------------------------

@@ -137,8 +137,12 @@ class Settings:
         "WARNING", "Only notify alerts at least this severe (EMERGENCY ... DEBUG).",
         (SERVE, WORKER))
     notify_rate: int = _setting(
-        10, "At most this many notifications per rule per minute (0: no limit).",
-        (SERVE, WORKER))
+        10, "At most this many notifications per rule per minute; the rest arrive as one "
+        "counted summary per rule and minute (0: no limit).", (SERVE, WORKER))
+    notify_since: str | None = _setting(
+        None, "Also notify alerts about events since WHEN (2h, 7d, RFC 3339 or 'all'); by "
+        "default a notifier leaves alone events older than its first start on the store "
+        "(history, e.g. imported).", (SERVE, WORKER), metavar="WHEN")
 
     # -- the NATS bus between serve and worker (bus/) ---------------------------------------
     bus: str | None = _setting(

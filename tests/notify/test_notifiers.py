@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from auditsink.notify.base import Delivery, RateLimiter, build, parse_notify
+from auditsink.notify.base import NOTIFY_ALL, Delivery, RateLimiter, build, parse_notify
 from auditsink.store.base import Alert
 from auditsink.store.sqlite import SQLiteStore
 
@@ -53,13 +53,38 @@ def test_bad_specs() -> None:
         parse_notify("stdout", min_priority="LOUD")
 
 
-def test_rate_limit_per_rule() -> None:
+def _alert(i: int, rule: str = "r", priority: int = 4) -> Alert:
+    return Alert(time=ALERT.time + i, rule=rule, priority=priority, output=f"alert {i}",
+                 audit_id=f"id-{i}", event=i + 1, id=i + 1)
+
+
+def test_rate_limit_counts_what_it_holds_back() -> None:
     now = [0.0]
     limiter = RateLimiter(2, clock=lambda: now[0])
-    assert [limiter.allow("a") for _ in range(3)] == [True, True, False]
-    assert limiter.allow("b")
+    assert [limiter.allow(_alert(i, "a")) for i in range(5)] == [True, True, False, False, False]
+    assert limiter.allow(_alert(5, "b"))
+    assert limiter.due() == [] and limiter.oldest_held() == 3
     now[0] = 61
-    assert limiter.allow("a") and limiter.suppressed == 1
+    (repeats,) = limiter.due()
+    assert (repeats.rule, repeats.count, repeats.first.audit_id, repeats.last.audit_id) == (
+        "a", 3, "id-2", "id-4")
+    assert limiter.suppressed == 3 and limiter.oldest_held() is None
+    assert limiter.allow(_alert(6, "a"))  # a new minute
+    assert repeats.summary().output == (
+        "3 more alerts of this rule from 2026-11-26T14:19:51.292368Z to "
+        "2026-11-26T14:19:51.292370Z (rate limit 2 per minute; `auditsink alerts --rule a` "
+        "lists them); the latest: alert 4")
+
+
+def test_webhook_repeats_payload() -> None:
+    from auditsink.notify.base import Repeats
+
+    notifier = build(parse_notify("webhook:http://127.0.0.1:1/hook"))
+    payload = notifier.render_repeats(Repeats("r", 7, _alert(1), _alert(9), 10))
+    assert payload["repeats"] == {"count": 7, "first_auditID": "id-1", "last_auditID": "id-9",
+                                  "from": "2026-11-26T14:19:51.292367Z",
+                                  "to": "2026-11-26T14:19:51.292375Z", "rate_per_minute": 10}
+    assert payload["output"].startswith("7 more alerts of this rule")
 
 
 class _Receiver:
@@ -104,7 +129,8 @@ def test_delivery_survives_an_outage(tmp_path: Path, receiver: _Receiver) -> Non
                     audit_id=f"id-{i}", event=i + 1) for i in range(12)]
     alerts.append(Alert(time=ALERT.time, rule="quiet", priority=6, output="info only", audit_id="x", event=99))
     store.commit_consumed("rules", 99, alerts)
-    notifier = build(parse_notify(f"webhook:{receiver.url}", min_priority="WARNING"))
+    notifier = build(parse_notify(f"webhook:{receiver.url}", min_priority="WARNING",
+                                  since=NOTIFY_ALL))
     delivery = Delivery(store, notifier, poll=0.05, backoff=(0.05, 0.2))
     stop = threading.Event()
     thread = threading.Thread(target=delivery.run, args=(stop,))
@@ -123,10 +149,59 @@ def test_delivery_survives_an_outage(tmp_path: Path, receiver: _Receiver) -> Non
     store.close()
 
 
+def test_rate_limited_alerts_arrive_as_one_counted_notification(tmp_path: Path,
+                                                                 receiver: _Receiver) -> None:
+    receiver.failing = False
+    store = SQLiteStore(f"sqlite:///{tmp_path}/a.db")
+    store.open()
+    store.commit_consumed("rules", 30, [_alert(i, "noisy") for i in range(25)]
+                          + [_alert(25 + i, "other") for i in range(2)])
+    now = [0.0]
+    notifier = build(parse_notify(f"webhook:{receiver.url}", rate_per_minute=10, since=NOTIFY_ALL))
+    delivery = Delivery(store, notifier, poll=0.01, clock=lambda: now[0])
+    stop = threading.Event()
+    assert delivery.step(stop) == 27
+    assert [p["output"] for p in receiver.received] == [f"alert {i}" for i in range(10)] + [
+        "alert 25", "alert 26"]
+    # The held alerts are not behind the cursor yet: a crash now would read them again.
+    assert store.get_cursor(notifier.name) == 10
+    assert delivery.step(stop) == 0 and len(receiver.received) == 12  # the minute is not over
+    now[0] = 60
+    assert delivery.step(stop) == 0
+    summary = receiver.received[-1]
+    assert summary["repeats"]["count"] == 15 and summary["auditID"] == "id-24"
+    assert store.get_cursor(notifier.name) == 27
+    store.close()
+
+
+def test_history_is_not_notified_unless_asked(tmp_path: Path, receiver: _Receiver) -> None:
+    from auditsink.notify.base import include_for_notifiers
+
+    receiver.failing = False
+    store = SQLiteStore(f"sqlite:///{tmp_path}/a.db")
+    store.open()
+    recent = int(time.time() * 1_000_000) - 60_000_000  # a minute ago: inside the grace
+    old = [_alert(i) for i in range(3)]                 # 2026-11-26: history
+    fresh = Alert(time=recent, rule="r", priority=4, output="fresh", audit_id="f", event=50)
+    imported = Alert(time=ALERT.time, rule="r", priority=4, output="imported", audit_id="i",
+                     event=70)
+    include_for_notifiers(store, 60, 80)  # what `import --notify` wrote
+    store.commit_consumed("rules", 80, [*old, fresh, imported])
+    delivery = Delivery(store, build(parse_notify(f"webhook:{receiver.url}")))
+    assert delivery.step(threading.Event()) == 5
+    assert [p["output"] for p in receiver.received] == ["fresh", "imported"]
+    assert delivery.skipped_old == 3
+    # --notify-since moves the start back: everything is news then.
+    since = build(parse_notify(f"webhook:{receiver.url}?2", since=ALERT.time))  # its own cursor
+    assert Delivery(store, since).step(threading.Event()) == 5 and len(receiver.received) == 7
+    store.close()
+
+
 def test_serve_notifies_a_webhook(server_factory: Any, receiver: _Receiver, falco_dir: Path) -> None:
     receiver.failing = False
+    # The trace is from 2018: history, notified only because --notify-since asks for it.
     server = server_factory("--format", "none", "--notify", f"webhook:{receiver.url}",
-                            "--notify-min-priority", "NOTICE")
+                            "--notify-min-priority", "NOTICE", "--notify-since", "all")
     assert server.post((falco_dir / "traces" / "exec_pod.json").read_bytes())[0] == 200
     deadline = time.monotonic() + 10
     while not receiver.received and time.monotonic() < deadline:

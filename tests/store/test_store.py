@@ -260,3 +260,23 @@ def test_a_stale_cursor_commit_stores_nothing(store_url: str) -> None:
     assert store.get_cursor("rules") == 9
     assert len(store.alerts(AlertSelector())) == 1
     store.close()
+
+
+def test_dead_letters_are_kept_with_the_cursor(store_url: str) -> None:
+    # An output's given-up batch and its cursor move in one transaction (forward/delivery.py).
+    from auditsink.store.base import DeadLetter
+
+    store = _store(store_url)
+    dead = DeadLetter("output:siem", first=4, last=9, events=5, attempts=10, error="HTTP 503")
+    store.commit_consumed("output:siem", 9, [], expected=0, dead_letters=[dead])
+    with pytest.raises(CursorMoved):
+        store.commit_consumed("output:siem", 12, [], expected=0, dead_letters=[dead])
+    store.commit_consumed("output:other", 3, [])
+    (kept,) = store.dead_letters("output:siem")
+    assert (kept.consumer, kept.first, kept.last, kept.events, kept.attempts, kept.error) == (
+        "output:siem", 4, 9, 5, 10, "HTTP 503") and kept.time > 0 and kept.id
+    assert store.cursors() == {"output:other": 3, "output:siem": 9}
+    assert store.dead_letters("output:other") == [] and len(store.dead_letters()) == 1
+    store.drop_dead_letter(kept.id)
+    assert store.dead_letters() == []
+    store.close()

@@ -50,7 +50,7 @@ def worker_metrics(worker: Any, store: Any, detector: Any = None) -> list[Metric
              detector.lag),
             ("auditsink_rules_active", "gauge",
              "Whether this process runs the rules (1) or another one does (0).",
-             lambda: int(detector.follower.active)),
+             lambda: int(detector.active)),
         ]
     return metrics
 

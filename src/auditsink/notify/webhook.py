@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from auditsink.notify.base import DeliveryError, Notifier
+from auditsink.notify.base import DeliveryError, Notifier, Repeats
 from auditsink.rules.priority import PRIORITIES
 from auditsink.store.base import Alert
 from auditsink.timeutil import format_micros
@@ -50,3 +50,13 @@ class WebhookNotifier(Notifier):
 
     def send(self, payload: dict[str, Any]) -> None:
         post_json(self.config.url, payload, self.config.timeout)
+
+    def render_repeats(self, repeats: Repeats) -> dict[str, Any]:
+        """The summary alert, plus how many alerts it stands for and their span."""
+        payload = self.render(repeats.summary())
+        payload["repeats"] = {
+            "count": repeats.count, "first_auditID": repeats.first.audit_id,
+            "last_auditID": repeats.last.audit_id, "from": format_micros(repeats.first.time),
+            "to": format_micros(repeats.last.time), "rate_per_minute": repeats.limit,
+        }
+        return payload

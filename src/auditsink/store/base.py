@@ -128,6 +128,22 @@ class Alert:
 
 
 @dataclass
+class DeadLetter:
+    """A batch an output gave up on after its attempts: the range of the log it covered (the
+    events stay in the store), kept until ``auditsink outputs replay NAME --dead-letters``
+    delivers it. ``time`` is when it was given up (unix seconds)."""
+
+    consumer: str
+    first: int
+    last: int
+    events: int
+    attempts: int
+    error: str
+    time: float = 0.0
+    id: int = 0
+
+
+@dataclass
 class AlertSelector:
     """Which alerts to return; ``min_priority`` is a rank (alerts at least that severe)."""
 
@@ -196,9 +212,20 @@ class Store(Protocol):
         """What :meth:`save_state` kept under ``name``, or None."""
 
     def commit_consumed(self, name: str, position: int, alerts: list[Alert],
-                        expected: int | None = None) -> None:
-        """Store alerts and advance a consumer's cursor atomically; with ``expected``, only if
-        the cursor is still there (else raise ``CursorMoved`` and store nothing)."""
+                        expected: int | None = None,
+                        dead_letters: Sequence[DeadLetter] = ()) -> None:
+        """Store alerts (or an output's dead letters) and advance a consumer's cursor
+        atomically; with ``expected``, only if the cursor is still there (else raise
+        ``CursorMoved`` and store nothing)."""
+
+    def cursors(self) -> dict[str, int]:
+        """Every consumer's durable position, by name."""
+
+    def dead_letters(self, consumer: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+        """Dead letters of one consumer (or all), oldest first."""
+
+    def drop_dead_letter(self, ident: int) -> None:
+        """Forget a dead letter (it was replayed)."""
 
     def claim_consumer(self, name: str) -> bool:
         """Try to become the one process running consumer ``name`` (never blocks).

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import zstandard
@@ -28,6 +28,7 @@ from auditsink.store._shared import GROUPS_PREFIX, REJECTED_BODY_BYTES, GroupCom
 from auditsink.store.base import (
     Alert,
     CursorMoved,
+    DeadLetter,
     Rejected,
     Selector,
     StoredEvent,
@@ -294,8 +295,12 @@ class PostgresStore(GroupCommitWriter, PostgresQueries):
     # -- consumers and alerts ---------------------------------------------------------------
 
     def commit_consumed(self, name: str, position: int, alerts: list[Alert],
-                        expected: int | None = None) -> None:
-        """Store a consumer's alerts and advance its cursor in one transaction (exactly once)."""
+                        expected: int | None = None,
+                        dead_letters: Sequence[DeadLetter] = ()) -> None:
+        """Store a consumer's alerts (or dead letters) and advance its cursor in one
+        transaction (exactly once)."""
+        dead = [(name, d.first, d.last, d.events, d.attempts, _text(d.error), d.time or time.time())
+                for d in dead_letters]
         rows = [
             (a.time, a.rule, a.priority, a.output, a.audit_id, a.event, a.cluster,
              json.dumps(a.tags), json.dumps(a.fields, default=str))
@@ -319,9 +324,30 @@ class PostgresStore(GroupCommitWriter, PostgresQueries):
                     "INSERT INTO alerts (id, time, rule, priority, output, audit_id, event,"
                     " cluster, tags, fields) VALUES (nextval('alerts_position'),"
                     " %s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
+            if dead:
+                cur.executemany(
+                    "INSERT INTO dead_letters (consumer, first, last, events, attempts, error,"
+                    " time) VALUES (%s,%s,%s,%s,%s,%s,%s)", dead)
             cur.execute(
                 "INSERT INTO cursors (name, position) VALUES (%s, %s) ON CONFLICT (name)"
                 " DO UPDATE SET position = excluded.position", (name, position))
+
+    def cursors(self) -> dict[str, int]:
+        """Every consumer's durable position, by name."""
+        rows = self._reader().execute("SELECT name, position FROM cursors ORDER BY name")
+        return {name: int(position) for name, position in rows}
+
+    def dead_letters(self, consumer: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+        """Dead letters of one consumer (or all), oldest first."""
+        where, params = ("WHERE consumer = %s", [consumer]) if consumer else ("", [])
+        rows = self._reader().execute(
+            "SELECT consumer, first, last, events, attempts, error, time, id FROM dead_letters"
+            f" {where} ORDER BY id LIMIT %s", [*params, limit])
+        return [DeadLetter(*row) for row in rows]
+
+    def drop_dead_letter(self, ident: int) -> None:
+        """Forget a dead letter (it was replayed)."""
+        self._reader().execute("DELETE FROM dead_letters WHERE id = %s", (ident,))
 
     def claim_consumer(self, name: str) -> bool:
         """Hold consumer ``name`` among all replicas: a session advisory lock on a connection

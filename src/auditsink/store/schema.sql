@@ -72,3 +72,14 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time);
 CREATE INDEX IF NOT EXISTS alerts_rule ON alerts (rule, time);
+-- Batches an output gave up on (forward/): the range of the log, replayable from the CLI.
+CREATE TABLE IF NOT EXISTS dead_letters (
+  id INTEGER PRIMARY KEY,
+  consumer TEXT NOT NULL,          -- the output's cursor name
+  first INTEGER NOT NULL,          -- log positions of the batch's first and last event
+  last INTEGER NOT NULL,
+  events INTEGER NOT NULL,
+  attempts INTEGER NOT NULL,
+  error TEXT NOT NULL,             -- the last failure, as the output reported it
+  time REAL NOT NULL               -- when it was given up (unix seconds)
+);

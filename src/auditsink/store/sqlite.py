@@ -46,6 +46,7 @@ from auditsink.store.base import (
     Alert,
     AlertSelector,
     CursorMoved,
+    DeadLetter,
     Rejected,
     Selector,
     StoredEvent,
@@ -597,8 +598,12 @@ class SQLiteStore(GroupCommitWriter):
     # -- consumers and alerts ---------------------------------------------------------------
 
     def commit_consumed(self, name: str, position: int, alerts: list[Alert],
-                        expected: int | None = None) -> None:
-        """Store a consumer's alerts and advance its cursor in one transaction (exactly once)."""
+                        expected: int | None = None,
+                        dead_letters: Sequence[DeadLetter] = ()) -> None:
+        """Store a consumer's alerts (or dead letters) and advance its cursor in one
+        transaction (exactly once)."""
+        dead = [(name, d.first, d.last, d.events, d.attempts, d.error, d.time or time.time())
+                for d in dead_letters]
         rows = [
             (a.time, a.rule, a.priority, a.output, a.audit_id, a.event, a.cluster,
              json.dumps(a.tags), json.dumps(a.fields, default=str))
@@ -619,6 +624,9 @@ class SQLiteStore(GroupCommitWriter):
                 conn.executemany(
                     "INSERT INTO alerts (time, rule, priority, output, audit_id, event, cluster,"
                     " tags, fields) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                conn.executemany(
+                    "INSERT INTO dead_letters (consumer, first, last, events, attempts, error,"
+                    " time) VALUES (?,?,?,?,?,?,?)", dead)
                 conn.execute(
                     "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name)"
                     " DO UPDATE SET position = excluded.position", (name, position))
@@ -628,6 +636,23 @@ class SQLiteStore(GroupCommitWriter):
                 raise
 
         self.call_in_writer(store_them)
+
+    def cursors(self) -> dict[str, int]:
+        """Every consumer's durable position, by name."""
+        return dict(self._reader().execute("SELECT name, position FROM cursors ORDER BY name"))
+
+    def dead_letters(self, consumer: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+        """Dead letters of one consumer (or all), oldest first."""
+        where, params = ("WHERE consumer = ?", [consumer]) if consumer else ("", [])
+        rows = self._reader().execute(
+            "SELECT consumer, first, last, events, attempts, error, time, id FROM dead_letters"
+            f" {where} ORDER BY id LIMIT ?", [*params, limit])
+        return [DeadLetter(*row) for row in rows]
+
+    def drop_dead_letter(self, ident: int) -> None:
+        """Forget a dead letter (it was replayed)."""
+        self.call_in_writer(lambda conn: conn.execute("DELETE FROM dead_letters WHERE id = ?",
+                                                      (ident,)))
 
     def claim_consumer(self, name: str) -> bool:
         """Hold consumer ``name`` for this process: an exclusive flock on a file beside the
