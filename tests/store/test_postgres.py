@@ -54,7 +54,7 @@ def test_db_migrate_is_versioned_and_idempotent(postgres_url: str) -> None:
     assert again.exit_code == 0 and "nothing to do" in again.output
     with psycopg.connect(postgres_url) as conn:
         rows = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
-    assert rows == [(1, "initial"), (2, "object_log_order"), (3, "state")]
+    assert rows == [(1, "initial"), (2, "object_log_order"), (3, "state"), (4, "dead_letters")]
     sqlite = runner.invoke(main, ["db", "migrate", "--store", "sqlite:///x.db"])
     assert sqlite.exit_code != 0 and "PostgreSQL" in sqlite.output
 
