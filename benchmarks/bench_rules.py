@@ -30,9 +30,9 @@ from auditsink.model import BodyError, decode_body, iter_file_bodies
 from auditsink.rules import RuleSet, load_rules
 from benchmarks.generate_data import generate_events
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FIXTURE = SHARED / "fixtures" / "kube-apiserver-1.20" / "audit.log"
-FALCO = SHARED / "conformance" / "falco"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"  # copies of ../shared (its README)
+FIXTURE = DATA / "fixtures" / "kube-apiserver-1.20" / "audit.log"
+FALCO = DATA / "conformance" / "falco"
 
 
 def _raw_events(path: Path) -> list[bytes]:

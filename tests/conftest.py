@@ -1,4 +1,5 @@
-"""Shared fixtures: the real traffic in ../shared, and helpers to run real servers."""
+"""Shared fixtures: real API-server traffic and Falco's traces (tests/data), and helpers to run
+real servers."""
 
 from __future__ import annotations
 
@@ -7,30 +8,36 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Copies of what the tests need from ../shared (tests/data/README.md says where each came from),
+# so that a plain clone runs the whole suite.
+DATA = ROOT / "tests" / "data"
 SHARED = ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures" / "kube-apiserver-1.20"
-FALCO = SHARED / "conformance" / "falco"
+FIXTURES = DATA / "fixtures" / "kube-apiserver-1.20"
+FALCO = DATA / "conformance" / "falco"
 
 
 def shared_path(*parts: str) -> Path:
-    """A path inside ../shared, or skip the test with the reason when it is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(
-            f"{path} is absent: ../shared (real API-server traffic) is not beside this clone"
-        )
-    return path
+    """A file of the shared test material: tests/data's copy, else ../shared's, else skip.
+
+    Only material too large to copy lives in ../shared alone; a test needing it skips, saying so.
+    """
+    for base in (DATA, SHARED):
+        path = base.joinpath(*parts)
+        if path.exists():
+            return path
+    pytest.skip(f"{SHARED.joinpath(*parts)} is absent: ../shared (real API-server traffic) is "
+                "not beside this clone")
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """../shared/fixtures/kube-apiserver-1.20, or skip."""
+    """Real traffic of kube-apiserver 1.20 (tests/data/fixtures/kube-apiserver-1.20)."""
     return shared_path("fixtures", "kube-apiserver-1.20")
 
 
 @pytest.fixture(scope="session")
 def falco_dir() -> Path:
-    """../shared/conformance/falco, or skip."""
+    """Falco's k8s audit conformance suite (tests/data/conformance/falco)."""
     return shared_path("conformance", "falco")
 
 
