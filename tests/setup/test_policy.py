@@ -6,16 +6,16 @@ so the presets are checked against Kubernetes' semantics, independent of auditsi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from auditsink.setup.files import SetupError
+from conftest import DATA
 from auditsink.setup.policy import PRESETS, policy_text
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "audit-policy.yaml"
+SEED = DATA / "seed" / "audit-policy.yaml"  # the seed article's policy, copied from ../shared
 RULE_KEYS = {
     "level",
     "users",
