@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "auditsink"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__", "cli"),
     ("service", "settings"),
-    ("receive", "web", "notify", "forward", "rules", "detect", "doctor", "setup"),
+    ("receive", "web", "notify", "forward", "rules", "detect", "doctor", "setup", "rbac"),
     ("pipeline", "query", "bus", "consumer", "printer"),
     ("store",),
     ("admit", "selector"),
