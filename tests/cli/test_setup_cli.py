@@ -203,9 +203,11 @@ def test_kubeadm_diff_then_apply(tmp_path: Path) -> None:
     assert "--apply" in err
     code, out, err = run("kubeadm", str(manifest), "--apply", "--batch-max-size", "100")
     assert code == 0 and out == "" and "crictl" in err
-    assert (tmp_path / ".kube-apiserver.yaml.bak").read_text() == FIXTURE.read_text()
+    (backup,) = tmp_path.glob(".kube-apiserver.yaml.*.bak")
+    assert backup.read_text() == FIXTURE.read_text() and f"previous version: {backup}" in err
     code, out, err = run("kubeadm", str(manifest), "--apply", "--batch-max-size", "100")
     assert code == 0 and "nothing to do" in err
+    assert list(tmp_path.glob(".kube-apiserver.yaml.*.bak")) == [backup]
     code, _, err = run("kubeadm", str(manifest), "--initial-backoff", "soon")
     assert code == 1 and "Go duration" in err
     # --out writes the patched copy next to nothing else.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -43,15 +45,25 @@ def test_patch_adds_flags_mount_and_volume(manifest: str) -> None:
     assert [line for line in body if line.startswith("-")] == []
     assert sorted(line for line in body if line.startswith("+")) == sorted(
         [
+            "+    - --audit-log-maxage=30",
+            "+    - --audit-log-maxbackup=10",
+            "+    - --audit-log-maxsize=100",
+            "+    - --audit-log-path=/var/log/kubernetes/audit/audit.log",
             "+    - --audit-policy-file=/etc/kubernetes/audit/policy.yaml",
             "+    - --audit-webhook-config-file=/etc/kubernetes/audit/webhook.yaml",
             "+    - mountPath: /etc/kubernetes/audit",
             "+      name: audit",
             "+      readOnly: true",
+            "+    - mountPath: /var/log/kubernetes/audit",
+            "+      name: audit-log",
             "+  - hostPath:",
             "+      path: /etc/kubernetes/audit",
             "+      type: DirectoryOrCreate",
             "+    name: audit",
+            "+  - hostPath:",
+            "+      path: /var/log/kubernetes/audit",
+            "+      type: DirectoryOrCreate",
+            "+    name: audit-log",
         ]
     )
     assert diff.startswith(
@@ -72,6 +84,7 @@ def test_flags_keep_kubeadm_sorting(manifest: str) -> None:
 
 def test_idempotent_and_replaces_values(manifest: str) -> None:
     once = patch_manifest(manifest, AuditFlags(batch_max_size=100)).text
+    assert patch_manifest(once).text.count("--audit-log-path") == 1
     again = patch_manifest(once, AuditFlags(batch_max_size=100))
     assert not again.changed and again.diff() == ""
     changed = patch_manifest(once, AuditFlags(batch_max_size=50))
@@ -89,7 +102,7 @@ def test_migrates_the_seed_setup(manifest: str) -> None:
         "    - --audit-policy-file=/etc/kubernetes/pki/audit-policy.yaml\n"
         "    - --audit-webhook-config-file=/etc/kubernetes/pki/audit-webhook.yaml\n",
     )
-    c = container(patch_manifest(seed).text)
+    c = container(patch_manifest(seed, AuditFlags(log_backend=False)).text)
     audit = [f for f in c["command"] if f.startswith("--audit")]
     assert audit == [
         "--audit-policy-file=/etc/kubernetes/audit/policy.yaml",
@@ -139,12 +152,58 @@ def test_apply_in_place_keeps_a_hidden_backup(tmp_path: Path, manifest: str) -> 
     path = tmp_path / "kube-apiserver.yaml"
     path.write_text(manifest)
     path.chmod(0o600)
-    assert apply_in_place(path).changed
-    assert backup_path(path) == tmp_path / ".kube-apiserver.yaml.bak"
-    assert backup_path(path).read_text() == manifest
-    assert (path.stat().st_mode & 0o777) == 0o600
+    patch, backup = apply_in_place(path)
+    assert patch.changed and backup is not None
+    assert re.fullmatch(r"\.kube-apiserver\.yaml\.\d{8}T\d{6}Z\.bak", backup.name)
+    assert backup.read_text() == manifest
+    assert (path.stat().st_mode & 0o777) == 0o600 and (backup.stat().st_mode & 0o777) == 0o600
     patched = path.read_text()
-    assert not apply_in_place(path).changed
+    assert apply_in_place(path) == (patch_manifest(patched), None)
     assert path.read_text() == patched
     # The kubelet ignores dot-files: nothing but the manifest is visible to it.
     assert sorted(p.name for p in tmp_path.glob("[!.]*")) == ["kube-apiserver.yaml"]
+
+
+def test_backups_are_never_overwritten(tmp_path: Path, manifest: str) -> None:
+    path = tmp_path / "kube-apiserver.yaml"
+    path.write_text(manifest)
+    backups = [apply_in_place(path, AuditFlags(batch_max_size=size))[1] for size in (1, 2, 3)]
+    # Three applies within one second: three backups, the first one the original manifest.
+    assert len({b for b in backups if b is not None}) == 3
+    assert backups[0] is not None and backups[0].read_text() == manifest
+    when = datetime(2026, 11, 26, 14, 19, 52, tzinfo=UTC)
+    first = backup_path(path, when)
+    assert first.name == ".kube-apiserver.yaml.20261126T141952Z.bak"
+    first.write_text("earlier")
+    assert backup_path(path, when).name == ".kube-apiserver.yaml.20261126T141952Z-1.bak"
+
+
+def test_both_backends_with_cis_rotation(manifest: str) -> None:
+    c = container(patch_manifest(manifest).text)
+    flags = {f.split("=", 1)[0]: f.split("=", 1)[1] for f in c["command"][1:]}
+    # What kube-bench 1.2.16-1.2.19 (and Checkov CKV_K8S_91-94) check.
+    assert flags["--audit-log-path"] == "/var/log/kubernetes/audit/audit.log"
+    assert int(flags["--audit-log-maxage"]) >= 30
+    assert int(flags["--audit-log-maxbackup"]) >= 10
+    assert int(flags["--audit-log-maxsize"]) >= 100
+    assert flags["--audit-webhook-config-file"] == "/etc/kubernetes/audit/webhook.yaml"
+    # The log directory is writable; the config directory is not.
+    assert {"mountPath": "/var/log/kubernetes/audit", "name": "audit-log"} in c["volumeMounts"]
+    low = patch_manifest(manifest, AuditFlags(log_maxage=7))
+    assert low.notes == ["--audit-log-maxage=7 < 30: CIS scanners (kube-bench 1.2.17-1.2.19) "
+                         "will flag it"]
+
+
+def test_no_log_backend_and_an_existing_log_path(manifest: str) -> None:
+    c = container(patch_manifest(manifest, AuditFlags(log_backend=False)).text)
+    assert not [f for f in c["command"] if f.startswith("--audit-log")]
+    assert [m["name"] for m in c["volumeMounts"] if m["name"].startswith("audit")] == ["audit"]
+    # A manifest hardened by hand keeps its log where it is, trailing-slash mount and all.
+    hardened = patch_manifest(manifest, AuditFlags(log_backend=False, log_path=None)).text.replace(
+        "    - --authorization-mode", "    - --audit-log-path=/var/log/apiserver/audit.log\n"
+        "    - --authorization-mode")
+    c = container(patch_manifest(hardened).text)
+    assert "--audit-log-path=/var/log/apiserver/audit.log" in c["command"]
+    assert {"mountPath": "/var/log/apiserver", "name": "audit-log"} in c["volumeMounts"]
+    with pytest.raises(SetupError, match="mounted read-only"):
+        patch_manifest(manifest, AuditFlags(log_path="/etc/kubernetes/audit/audit.log"))

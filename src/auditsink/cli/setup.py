@@ -286,13 +286,44 @@ def policy(preset: str, out: str | None, force: bool) -> None:
     "--apply",
     "apply_",
     is_flag=True,
-    help="Edit MANIFEST in place (the old one is kept as .NAME.bak).",
+    help="Edit MANIFEST in place (the old one is kept as .NAME.TIMESTAMP.bak).",
 )
 @click.option(
     "--audit-dir",
     default=AUDIT_DIR,
     show_default=True,
     help="Host directory mounted read-only into the pod.",
+)
+@click.option(
+    "--no-log-backend",
+    is_flag=True,
+    help="Only the webhook: no --audit-log-path (CIS scanners then fail 1.2.16-1.2.19).",
+)
+@click.option(
+    "--log-path",
+    help=f"--audit-log-path [default: the manifest's own, else {kubeadm_mod.LOG_PATH}]; "
+    "its directory is mounted read-write.",
+)
+@click.option(
+    "--log-maxage",
+    type=int,
+    default=kubeadm_mod.CIS_LOG_MINIMUMS["maxage"],
+    show_default=True,
+    help="--audit-log-maxage: days to keep rotated files (CIS: >= 30).",
+)
+@click.option(
+    "--log-maxbackup",
+    type=int,
+    default=kubeadm_mod.CIS_LOG_MINIMUMS["maxbackup"],
+    show_default=True,
+    help="--audit-log-maxbackup: rotated files to keep (CIS: >= 10).",
+)
+@click.option(
+    "--log-maxsize",
+    type=int,
+    default=kubeadm_mod.CIS_LOG_MINIMUMS["maxsize"],
+    show_default=True,
+    help="--audit-log-maxsize: MB before the file rotates (CIS: >= 100).",
 )
 @click.option(
     "--batch-max-size",
@@ -308,28 +339,46 @@ def kubeadm(
     manifest: str,
     apply_: bool,
     audit_dir: str,
+    no_log_backend: bool,
+    log_path: str | None,
+    log_maxage: int,
+    log_maxbackup: int,
+    log_maxsize: int,
     batch_max_size: int | None,
     initial_backoff: str | None,
     out: str | None,
     force: bool,
 ) -> None:
-    """Add the audit flags and volume to kubeadm's kube-apiserver static pod (prints a diff)."""
+    """Add the audit flags and volumes to kubeadm's kube-apiserver static pod (prints a diff).
+
+    Both backends by default: the webhook to auditsink, and the API server's own rotated log
+    file with the rotation CIS benchmark scanners check.
+    """
+    if no_log_backend and log_path:
+        raise click.UsageError("--log-path and --no-log-backend contradict each other")
     audit = kubeadm_mod.AuditFlags(
         policy_file=f"{audit_dir}/policy.yaml",
         webhook_config_file=f"{audit_dir}/webhook.yaml",
         batch_max_size=batch_max_size,
         initial_backoff=initial_backoff,
         host_dir=audit_dir,
+        log_backend=not no_log_backend,
+        log_path=log_path,
+        log_maxage=log_maxage,
+        log_maxbackup=log_maxbackup,
+        log_maxsize=log_maxsize,
     )
     path = Path(manifest)
+    backup = None
     try:
-        patch = (
-            kubeadm_mod.apply_in_place(path, audit)
-            if apply_
-            else kubeadm_mod.patch_manifest(path.read_text(), audit)
-        )
+        if apply_:
+            patch, backup = kubeadm_mod.apply_in_place(path, audit)
+        else:
+            patch = kubeadm_mod.patch_manifest(path.read_text(), audit)
     except SetupError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot edit {manifest}: {exc.strerror}") from None
     for note in patch.notes:
         _next(f"note: {note}")
     if not patch.changed:
@@ -340,13 +389,21 @@ def kubeadm(
     elif not apply_:
         click.echo(patch.diff(str(path)), nl=False)
     if apply_:
-        _next(f"""patched {manifest} (previous version: {kubeadm_mod.backup_path(path)})
+        log_line = ""
+        if patch.log_dir:
+            log_line = (f"\nits own log: {patch.log_dir}/ (created by the kubelet), rotated at "
+                        f"{log_maxsize} MB, {log_maxbackup} files kept for {log_maxage} days")
+        _next(f"""patched {manifest} (previous version: {backup}){log_line}
 next: the kubelet restarts the API server within a minute; check it with
         crictl ps --name kube-apiserver   and   crictl logs $(crictl ps -q --name kube-apiserver)
       {audit_dir}/policy.yaml and webhook.yaml must exist first,
       or the API server will not start.""")
     else:
-        _next(f"next: review the diff, then run again with --apply (as root) to edit {manifest}")
+        # The diff reviewed is the change applied only if the flags are the same.
+        _next(
+            "next: review the diff, then run the same command with --apply (as root) "
+            f"to edit {manifest}"
+        )
 
 
 @setup.command()

@@ -1,4 +1,9 @@
-"""Add audit flags and a read-only ``/etc/kubernetes/audit`` mount to kubeadm's API server pod.
+"""Add audit flags and their mounts to kubeadm's API server pod: both backends by default.
+
+The webhook backend sends events to auditsink; the log backend keeps the API server's own
+rotated file beside it (``/var/log/kubernetes/audit``), which CIS benchmark scanners check
+(kube-bench 1.2.16-1.2.19, Checkov CKV_K8S_91-94: a path, maxage >= 30, maxbackup >= 10,
+maxsize >= 100) and which still holds the trail while auditsink is down.
 
 The manifest is round-tripped through PyYAML, keeping key order. kubeadm writes no comments and
 uses the same layout PyYAML does, so the only changed lines are ours; comments added by hand
@@ -14,7 +19,8 @@ from __future__ import annotations
 import difflib
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,9 @@ import yaml
 from auditsink.setup.files import SetupError
 
 AUDIT_DIR = "/etc/kubernetes/audit"
+LOG_PATH = "/var/log/kubernetes/audit/audit.log"
+# The CIS Kubernetes Benchmark's minimums for the log backend (1.2.17-1.2.19).
+CIS_LOG_MINIMUMS = {"maxage": 30, "maxbackup": 10, "maxsize": 100}
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 
 
@@ -36,6 +45,30 @@ class AuditFlags:
     initial_backoff: str | None = None
     host_dir: str = AUDIT_DIR
     volume_name: str = "audit"
+    # The log backend, on unless --no-log-backend; log_path None: the manifest's own
+    # --audit-log-path if it has one, else LOG_PATH.
+    log_backend: bool = True
+    log_path: str | None = None
+    log_maxage: int = CIS_LOG_MINIMUMS["maxage"]
+    log_maxbackup: int = CIS_LOG_MINIMUMS["maxbackup"]
+    log_maxsize: int = CIS_LOG_MINIMUMS["maxsize"]
+    log_volume_name: str = "audit-log"
+
+    @property
+    def log_dir(self) -> str | None:
+        """The host directory the log backend writes into (mounted read-write)."""
+        if not self.log_backend:
+            return None
+        return (self.log_path or LOG_PATH).rsplit("/", 1)[0] or "/"
+
+    def below_cis(self) -> list[str]:
+        """The rotation settings a CIS scanner would fail, e.g. ``['--audit-log-maxage=7 < 30']``."""
+        if not self.log_backend:
+            return []
+        values = {"maxage": self.log_maxage, "maxbackup": self.log_maxbackup,
+                  "maxsize": self.log_maxsize}
+        return [f"--audit-log-{name}={values[name]} < {minimum}"
+                for name, minimum in CIS_LOG_MINIMUMS.items() if values[name] < minimum]
 
     def flags(self) -> dict[str, str]:
         """``--name`` -> value, validated the way kube-apiserver parses them."""
@@ -52,10 +85,26 @@ class AuditFlags:
                     f"{path} is outside {self.host_dir}, "
                     "the directory mounted into the API server pod"
                 )
-        out = {
-            "--audit-policy-file": self.policy_file,
-            "--audit-webhook-config-file": self.webhook_config_file,
-        }
+        out = {"--audit-policy-file": self.policy_file}
+        if self.log_backend:
+            log_path = self.log_path or LOG_PATH
+            if not log_path.startswith("/") or log_path.endswith("/"):
+                raise SetupError(f"--audit-log-path must be an absolute file path, not {log_path!r}")
+            if self.log_dir == self.host_dir.rstrip("/"):
+                raise SetupError(
+                    f"the audit log cannot go into {self.host_dir}: that directory is mounted "
+                    "read-only; use its own directory (default /var/log/kubernetes/audit)"
+                )
+            for name in ("maxage", "maxbackup", "maxsize"):
+                if getattr(self, f"log_{name}") < 0:
+                    raise SetupError(f"--audit-log-{name} must be >= 0")
+            out.update({
+                "--audit-log-path": log_path,
+                "--audit-log-maxage": str(self.log_maxage),
+                "--audit-log-maxbackup": str(self.log_maxbackup),
+                "--audit-log-maxsize": str(self.log_maxsize),
+            })
+        out["--audit-webhook-config-file"] = self.webhook_config_file
         if self.batch_max_size is not None:
             out["--audit-webhook-batch-max-size"] = str(self.batch_max_size)
         if self.initial_backoff is not None:
@@ -70,6 +119,7 @@ class Patch:
     original: str
     text: str
     notes: list[str] = field(default_factory=list)
+    log_dir: str | None = None  # where the API server's own log goes (None: no log backend)
 
     @property
     def changed(self) -> bool:
@@ -116,6 +166,14 @@ def _insert_sorted(items: list[Any], item: Any, key: Any, start: int = 0) -> Non
         items.append(item)
 
 
+def _flag_value(container: dict[str, Any], name: str) -> str | None:
+    """The value of ``--name=value`` in the container's command or args, else None."""
+    for arg in [*(container.get("command") or []), *(container.get("args") or [])]:
+        if isinstance(arg, str) and arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def _set_flags(container: dict[str, Any], flags: dict[str, str]) -> None:
     command = container.get("command") or []
     # kubeadm puts flags in command after the binary; other generators use args.
@@ -138,22 +196,19 @@ def _set_flags(container: dict[str, Any], flags: dict[str, str]) -> None:
             _insert_sorted(target, entry, lambda a: str(a).split("=", 1)[0], start)
 
 
-def _set_volume(doc: dict[str, Any], container: dict[str, Any], audit: AuditFlags) -> None:
+def _set_volume(doc: dict[str, Any], container: dict[str, Any], name: str, host_dir: str,
+                read_only: bool) -> None:
     mounts = container.setdefault("volumeMounts", [])
-    mounts[:] = [
-        m
-        for m in mounts
-        if m.get("name") != audit.volume_name and m.get("mountPath") != audit.host_dir
-    ]
-    # Read-only: the API server only reads the policy and kubeconfig, never writes there.
-    mount = {"mountPath": audit.host_dir, "name": audit.volume_name, "readOnly": True}
+    # A mount of the same directory spelt with a trailing slash is the same mount.
+    mounts[:] = [m for m in mounts if m.get("name") != name
+                 and str(m.get("mountPath", "")).rstrip("/") != host_dir.rstrip("/")]
+    mount: dict[str, Any] = {"mountPath": host_dir, "name": name}
+    if read_only:
+        mount["readOnly"] = True
     _insert_sorted(mounts, mount, lambda m: m.get("name", ""))
     volumes = doc["spec"].setdefault("volumes", [])
-    volumes[:] = [v for v in volumes if v.get("name") != audit.volume_name]
-    volume = {
-        "hostPath": {"path": audit.host_dir, "type": "DirectoryOrCreate"},
-        "name": audit.volume_name,
-    }
+    volumes[:] = [v for v in volumes if v.get("name") != name]
+    volume = {"hostPath": {"path": host_dir, "type": "DirectoryOrCreate"}, "name": name}
     _insert_sorted(volumes, volume, lambda v: v.get("name", ""))
 
 
@@ -171,33 +226,61 @@ def patch_manifest(text: str, audit: AuditFlags | None = None) -> Patch:
         raise SetupError(f"the manifest is not valid YAML: {exc}") from None
     container = _container(doc)
     notes: list[str] = []
+    if audit.log_backend and audit.log_path is None:
+        # Keep the log where an earlier setup (or a CIS hardening guide) already put it.
+        existing = _flag_value(container, "--audit-log-path")
+        if existing and existing != "-":
+            audit = replace(audit, log_path=existing)
+            flags = audit.flags()
+            notes.append(f"keeping the manifest's --audit-log-path={existing}")
     if any(line.lstrip().startswith("#") for line in text.splitlines()):
         notes.append("comments in the manifest are not kept (PyYAML does not preserve them)")
     if _dump(doc) != text:
         notes.append("the manifest's layout was normalised (it was not written by kubeadm)")
     _set_flags(container, flags)
-    _set_volume(doc, container, audit)
-    return Patch(text, _dump(doc), notes)
+    # Read-only: the API server only reads the policy and kubeconfig, never writes there.
+    _set_volume(doc, container, audit.volume_name, audit.host_dir, read_only=True)
+    if audit.log_dir:
+        # Read-write: the log backend writes and rotates its files there.
+        _set_volume(doc, container, audit.log_volume_name, audit.log_dir, read_only=False)
+    notes.extend(
+        f"{finding}: CIS scanners (kube-bench 1.2.17-1.2.19) will flag it"
+        for finding in audit.below_cis()
+    )
+    return Patch(text, _dump(doc), notes, audit.log_dir)
 
 
-def backup_path(path: Path) -> Path:
-    """``/etc/kubernetes/manifests/kube-apiserver.yaml`` -> ``.../.kube-apiserver.yaml.bak``.
+def backup_path(path: Path, now: datetime | None = None) -> Path:
+    """A backup name no earlier backup has: ``.kube-apiserver.yaml.20261126T141952Z.bak``.
 
     The leading dot matters: the kubelet runs every file in the manifests directory except
     dot-files (``filepath.Glob(dir, "[^.]*")`` in pkg/kubelet/config/file.go), so a plain
-    ``kube-apiserver.yaml.bak`` would start a second, conflicting API server pod.
+    ``kube-apiserver.yaml.bak`` would start a second, conflicting API server pod. The UTC
+    timestamp (and a counter within one second) keeps every earlier version, the original
+    manifest above all, however often ``--apply`` runs.
     """
-    return path.with_name(f".{path.name}.bak")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    candidate = path.with_name(f".{path.name}.{stamp}.bak")
+    counter = 1
+    while candidate.exists():
+        candidate = path.with_name(f".{path.name}.{stamp}-{counter}.bak")
+        counter += 1
+    return candidate
 
 
-def apply_in_place(path: Path, audit: AuditFlags | None = None) -> Patch:
-    """Patch ``path``, keeping the old version in :func:`backup_path`; no write if unchanged."""
+def apply_in_place(path: Path, audit: AuditFlags | None = None) -> tuple[Patch, Path | None]:
+    """Patch ``path``; returns the patch and the backup of the old version (None: unchanged)."""
     patch = patch_manifest(path.read_text(), audit)
+    backup = None
     if patch.changed:
-        shutil.copy2(path, backup_path(path))
+        backup = backup_path(path)
+        # O_EXCL through "x": a backup is never replaced, even by a concurrent run.
+        with open(backup, "x", encoding="utf-8") as fh:
+            fh.write(patch.original)
+        shutil.copystat(path, backup)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(patch.text)
         shutil.copymode(path, tmp)
         # Atomic rename: the kubelet never sees a half-written manifest.
         tmp.replace(path)
-    return patch
+    return patch, backup
