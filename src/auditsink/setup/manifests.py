@@ -105,8 +105,9 @@ def static_pod(opts: RunOptions | None = None) -> str:
             # The API server calls 127.0.0.1:PORT: the sink must share the node's network.
             "hostNetwork": True,
             "priorityClassName": "system-node-critical",
-            # root reads the 0600 files the generators write; the container drops all capabilities.
-            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            # root reads the 0600 files the generators write (the image's own user is 10001);
+            # the container drops all capabilities.
+            "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [_container(opts, opts.listen_host)],
             "volumes": [
                 {"name": "config", "hostPath": {"path": opts.config_dir, "type": "Directory"}},
