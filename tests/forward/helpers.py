@@ -19,8 +19,11 @@ def forward_all(store: Any, settings: dict[str, Any], output: Any = None) -> For
     """Run an output over everything in the store (until caught up) and return it."""
     forwarder = Forwarder(store, parse_output({"batch_seconds": 0, **settings}), output)
     stop = threading.Event()
-    while forwarder.step(stop):
-        pass
+    try:
+        while forwarder.step(stop):
+            pass
+    finally:
+        forwarder.output.close()
     return forwarder
 
 
