@@ -6,7 +6,8 @@
 how the stages fit together:
 
     receive ─▶ Pipeline (admit, print) ─▶ store or bus ─┬─▶ read API + web UI (+ rollup)
-                                                        └─▶ rules ─▶ alerts ─▶ notifiers
+                                                        ├─▶ rules ─▶ alerts ─▶ notifiers
+                                                        └─▶ outputs (forward/)
 
 Errors: :class:`~auditsink.settings.SettingsError` for settings that cannot work (the command
 line shows it as a usage error), :class:`ServiceError` for a part that cannot start (a store
@@ -157,6 +158,41 @@ def parse_notify_since(value: str | None) -> int | None:
         raise SettingsError(str(exc), "notify_since") from None
 
 
+def build_outputs(store: Store | None, settings: Settings) -> list[Any]:
+    """One forwarder per output (``outputs`` in the config file, then each ``--forward``)."""
+    if not settings.outputs and not settings.forward:
+        return []
+    if store is None:
+        raise SettingsError("outputs forward what the store holds: they need --store (with "
+                            "--bus, give them to `auditsink worker`)", "forward")
+    from auditsink.forward import Forwarder, OutputConfigError, parse_forward, parse_output
+
+    configs = []
+    try:
+        for index, data in enumerate(settings.outputs):
+            configs.append(parse_output(data, f"outputs[{index}]"))
+        for spec in settings.forward:
+            configs.append(parse_forward(spec, settings.forward_format))
+    except OutputConfigError as exc:
+        raise SettingsError(str(exc), "forward" if settings.forward else None) from None
+    names = [c.name for c in configs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SettingsError(f"outputs: two outputs named {', '.join(map(repr, twice))}: give each "
+                            "its own `name` (it names its cursor)")
+    try:
+        return [Forwarder(store, config) for config in configs]
+    except OutputConfigError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def outputs_of(consumers: Iterable[Any]) -> list[Any]:
+    """The forwarders among ``consumers``."""
+    from auditsink.forward import Forwarder
+
+    return [c for c in consumers if isinstance(c, Forwarder)]
+
+
 def detector_of(consumers: Iterable[Any]) -> Any:
     """The rules detector among ``consumers``, or None."""
     from auditsink.detect import Detector
@@ -206,10 +242,10 @@ def build(settings: Settings) -> Service:
     options = _serve_options(settings)
     if settings.bus:
         # Publish to JetStream instead of storing; `auditsink worker` stores (docs/bus.md).
-        if settings.retention or settings.rules or settings.notify:
+        if settings.retention or settings.rules or settings.notify or settings.outputs or settings.forward:
             raise SettingsError(
                 "with --bus, serve has no store: give --store, --rules and --notify to "
-                "`auditsink worker --detect`, and --retention to an `auditsink serve --store "
+                "`auditsink worker --detect`, outputs to `auditsink worker`, and --retention to an `auditsink serve --store "
                 "URL` beside the store")
         pipeline = build_pipeline(settings, store=False)
         sink = open_bus_sink(settings)
@@ -225,11 +261,17 @@ def build(settings: Settings) -> Service:
         api_app = ReadAPI(pipeline.store, token=options.api_token)
     link_base = f"http://{options.api_listen}" if api_app else ""
     consumers = build_consumers(pipeline.store, settings, not settings.no_rules, link_base)
+    consumers += build_outputs(pipeline.store, settings)
     if api_app is not None:
         from auditsink.query.rollup import rollup_for
 
         consumers.append(rollup_for(pipeline.store))  # keeps the UI's long-range counts fresh
     register_gauges(pipeline.metrics, pipeline.store, detector_of(consumers))
+    forwarders = outputs_of(consumers)
+    if forwarders:
+        from auditsink.forward.metrics import render as render_output_metrics
+
+        pipeline.metrics.extra.append(lambda: render_output_metrics(forwarders))
     return Service(settings, pipeline, options, api_app, consumers)
 
 
@@ -344,6 +386,7 @@ def run_worker(settings: Settings) -> Any:
     threads: list[threading.Thread] = []
     try:
         consumers = build_consumers(store, settings, rules=True) if settings.detect else []
+        consumers += build_outputs(store, settings)
         threads = [threading.Thread(target=c.run, args=(stop_background,), daemon=True,
                                     name=f"auditsink-{type(c).__name__.lower()}")
                    for c in consumers]
@@ -352,7 +395,8 @@ def run_worker(settings: Settings) -> Any:
         worker = Worker(config, store, consumer=settings.bus_consumer, fetch=settings.fetch,
                         ack_wait=settings.ack_wait)
         metrics = worker_metrics(worker, store, detector_of(consumers))
-        asyncio.run(_run_worker(worker, metrics_address, metrics))
+        forwarders = outputs_of(consumers)
+        asyncio.run(_run_worker(worker, metrics_address, metrics, forwarders))
     except BusError as exc:
         raise ServiceError(str(exc)) from None
     finally:
@@ -367,7 +411,7 @@ def run_worker(settings: Settings) -> Any:
 
 
 async def _run_worker(worker: Any, metrics_address: tuple[str, int] | None,
-                      metrics: list[Any]) -> None:
+                      metrics: list[Any], forwarders: list[Any] | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -378,7 +422,12 @@ async def _run_worker(worker: Any, metrics_address: tuple[str, int] | None,
         from auditsink.bus.metrics import start_metrics_server
 
         try:
-            server = await start_metrics_server(*metrics_address, metrics)
+            extra = None
+            if forwarders:
+                from auditsink.forward.metrics import render as render_output_metrics
+
+                extra = lambda: render_output_metrics(forwarders)  # noqa: E731
+            server = await start_metrics_server(*metrics_address, metrics, extra)
         except OSError as exc:
             raise ServiceError(f"--metrics-listen {metrics_address[0]}:{metrics_address[1]}:"
                                f" {exc.strerror or exc}") from None
@@ -405,13 +454,18 @@ class ImportResult:
 
 def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
                  print_format: str = "none",
-                 on_progress: Callable[[int], None] | None = None) -> ImportResult:
+                 on_progress: Callable[[int], None] | None = None,
+                 notify: bool = False) -> ImportResult:
     """Import audit-log and EventList files through the same pipeline as ``serve``.
 
     Safe to re-run: the store deduplicates. ``on_progress`` gets the bytes read so far.
+    Notifiers leave imported history alone (it is older than their start); with ``notify``
+    the alerts about what this import stored are notified however old (notify/base.py).
     """
     pipeline = build_pipeline(settings, print_format=print_format)
     result = ImportResult(where=pipeline.store.url if pipeline.store else "nowhere")
+    store = pipeline.store
+    first = store.last_id() + 1 if notify and store is not None else 0  # type: ignore[attr-defined]
     try:
         for path in files:
             for body in iter_file_bodies(path):
@@ -425,6 +479,12 @@ def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
                 result.unreadable += len(bad)
                 if on_progress is not None:
                     on_progress(len(body))
+        if notify and store is not None:
+            from auditsink.notify.base import include_for_notifiers
+
+            # Positions, not times: everything committed meanwhile is included too, which
+            # only notifies what would have been news anyway.
+            include_for_notifiers(store, first, store.last_id())  # type: ignore[attr-defined]
     finally:
         if pipeline.store is not None:
             pipeline.store.close()

@@ -27,7 +27,7 @@ from auditsink.store.base import DEFAULT_STORE_URL
 
 SERVE, WORKER, IMPORT = "serve", "worker", "import"
 #: The read commands: they take ``--store`` (and ``--config`` for it).
-READ = ("query", "tail", "show", "stats", "rejected", "alerts", "policy simulate",
+READ = ("query", "tail", "show", "stats", "rejected", "alerts", "outputs", "policy simulate",
         "policy suggest", "rbac suggest", "rbac diff", "db migrate", "db status")
 ENV_PREFIX = "AUDITSINK_"
 
@@ -143,6 +143,21 @@ class Settings:
         None, "Also notify alerts about events since WHEN (2h, 7d, RFC 3339 or 'all'); by "
         "default a notifier leaves alone events older than its first start on the store "
         "(history, e.g. imported).", (SERVE, WORKER), metavar="WHEN")
+
+    # -- outputs: forward every stored event (forward/) ----------------------------------
+    outputs: tuple[dict[str, Any], ...] = _setting(
+        (), "Outputs every stored event is forwarded to, each with its own cursor: a list of "
+        "mappings with `type` (file, http, splunk, elasticsearch, loki, otlp, syslog, nats) "
+        "and its settings (docs/forward.md). worker: run there instead of serve --bus.",
+        (SERVE, WORKER, "outputs"), flag=False)
+    forward: tuple[str, ...] = _setting(
+        (), "Forward every stored event to TYPE:TARGET, e.g. file:/var/log/auditsink/audit.jsonl "
+        "or http:https://collector.example/ingest (repeatable; more settings in `outputs`).",
+        (SERVE, WORKER, "outputs"), metavar="TYPE:TARGET")
+    forward_format: str = _setting(
+        "native", "Format of the --forward outputs: native (audit.k8s.io/v1 Event lines), ocsf "
+        "(OCSF API Activity) or ecs.", (SERVE, WORKER, "outputs"),
+        choices=("native", "ocsf", "ecs"))
 
     # -- the NATS bus between serve and worker (bus/) ---------------------------------------
     bus: str | None = _setting(

@@ -210,3 +210,44 @@ def test_serve_notifies_a_webhook(server_factory: Any, receiver: _Receiver, falc
     assert receiver.received[0]["link"].endswith("/api/v1/events/ca1ed9f4-7bf4-4c85-81a8-1b11253d1ba6")
     status, page = server.api_get("/api/v1/alerts?priority=NOTICE")
     assert status == 200 and page["alerts"][0]["auditID"] == "ca1ed9f4-7bf4-4c85-81a8-1b11253d1ba6"
+
+
+def test_history_imported_before_serve_is_not_notified(tmp_path: Path, server_factory: Any,
+                                                      receiver: _Receiver, falco_dir: Path) -> None:
+    """Issue 19: after an `import`, the next `serve` notified the whole history."""
+    from click.testing import CliRunner
+
+    from auditsink.cli import main
+
+    receiver.failing = False
+    store = f"sqlite:///{tmp_path}/auditsink.db"
+    traces = falco_dir / "traces"
+    imported = CliRunner().invoke(main, ["import", "--store", store,
+                                         str(traces / "create_nginx_pod_privileged.json")])
+    assert imported.exit_code == 0, imported.output
+    args = ("--store", store, "--format", "none", "--notify", f"webhook:{receiver.url}",
+            "--notify-min-priority", "NOTICE")
+    server = server_factory(*args)
+    # A live event (now): notified. The imported 2018 ones: not.
+    live = json.loads((traces / "exec_pod.json").read_text())
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    live["stageTimestamp"] = live["requestReceivedTimestamp"] = now
+    assert server.post(json.dumps(live).encode())[0] == 200
+    deadline = time.monotonic() + 10
+    while not receiver.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the history would come first, in log order: give it every chance
+    assert [p["auditID"] for p in receiver.received] == [live["auditID"]]
+    server.stop()
+    # `import --notify`: these old events are news on purpose.
+    again = CliRunner().invoke(main, ["import", "--notify", "--store", store,
+                                      str(traces / "create_nginx_pod_hostnetwork.json")])
+    assert again.exit_code == 0, again.output
+    server_factory(*args)
+    deadline = time.monotonic() + 10
+    while len(receiver.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    rules = [p["rule"] for p in receiver.received[1:]]
+    assert rules and all("Host Network" in r or "Privileged" not in r for r in rules), rules
+    assert not any("Privileged Pod Created" == r for r in rules)

@@ -63,7 +63,8 @@ def render(metrics: list[Metric]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-async def start_metrics_server(host: str, port: int, metrics: list[Metric]) -> asyncio.Server:
+async def start_metrics_server(host: str, port: int, metrics: list[Metric],
+                               extra: Callable[[], bytes] | None = None) -> asyncio.Server:
     """Answer ``GET /metrics`` and ``GET /healthz`` on ``host:port``; close it when done."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -74,7 +75,7 @@ async def start_metrics_server(host: str, port: int, metrics: list[Metric]) -> a
             if parts[0] != b"GET":
                 status, kind, body = b"405 Method Not Allowed", b"text/plain", b"use GET\n"
             elif path == b"/metrics":
-                status, kind, body = b"200 OK", b"text/plain; version=0.0.4", render(metrics)
+                status, kind, body = b"200 OK", b"text/plain; version=0.0.4", render(metrics) + (extra() if extra else b"")
             elif path == b"/healthz":
                 status, kind, body = b"200 OK", b"application/json", b'{"status": "ok"}\n'
             else:

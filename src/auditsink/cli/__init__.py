@@ -6,7 +6,7 @@ imported here so that ``auditsink --help`` lists them all.
 
 from __future__ import annotations
 
-from auditsink.cli import db, doctor, policy, query, rbac, rules, serve, setup, worker  # noqa: F401
+from auditsink.cli import db, doctor, outputs, policy, query, rbac, rules, serve, setup, worker  # noqa: F401
 from auditsink.cli.group import main
 
 __all__ = ["main"]

@@ -16,6 +16,7 @@ from auditsink.settings import SETTINGS_BY_NAME, Setting, Settings, SettingsErro
 
 F = Callable[..., Any]
 T = TypeVar("T")
+CONFIG_VALUES = "auditsink.config"  # ctx.meta key: what --config read
 
 
 class SettingOption(click.Option):
@@ -79,6 +80,11 @@ def settings_options(command: str) -> Callable[[F], F]:
 def settings_from(kwargs: dict[str, Any], command: str) -> Settings:
     """The settings among a command's arguments (removed from ``kwargs``) as a Settings."""
     values = {s.name: kwargs.pop(s.name) for s in for_command(command) if s.name in kwargs}
+    # Settings without a flag (a list of mappings, like `outputs`) come from the file alone.
+    ctx = click.get_current_context(silent=True)
+    from_file = ctx.meta.get(CONFIG_VALUES, {}) if ctx is not None else {}
+    values.update({s.name: from_file[s.name] for s in for_command(command)
+                   if s.flag is None and s.name in from_file})
     try:
         return Settings(**values)
     except SettingsError as exc:
@@ -114,6 +120,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -
         values = read_config(path)
     except SettingsError as exc:
         raise click.BadParameter(str(exc)) from None
+    ctx.meta[CONFIG_VALUES] = values
     defaults: dict[str, Any] = {}
     for option in ctx.command.params:
         if isinstance(option, SettingOption) and option.setting.name in values and option.name:

@@ -41,8 +41,11 @@ def serve_command(**kwargs: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="none", show_default=True,
               help="Also print the imported events.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--notify", is_flag=True,
+              help="Have the notifiers of the next `serve` notify alerts about these events, "
+              "however old (by default history is left alone).")
 def import_command(files: tuple[str, ...], cluster: str, fmt: str, progress: bool | None,
-                   **kwargs: Any) -> None:
+                   notify: bool, **kwargs: Any) -> None:
     """Import audit log files (plain or .gz) and EventList files; safe to re-run.
 
     \b
@@ -55,6 +58,7 @@ def import_command(files: tuple[str, ...], cluster: str, fmt: str, progress: boo
     show = sys.stderr.isatty() if progress is None else progress
     with click.progressbar(length=service.total_bytes(files), label="importing", file=sys.stderr,
                            hidden=not show) as bar:
-        result = call_service(service.import_files, settings, files, cluster, fmt, bar.update)
+        result = call_service(service.import_files, settings, files, cluster, fmt, bar.update,
+                              notify)
     click.echo(f"imported {result.stored} events into {result.where} ({result.duplicates} already "
                f"there, {result.unreadable} unreadable)", err=True)

@@ -36,6 +36,8 @@ class Metrics:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        # Families rendered elsewhere (prometheus-client collectors: the outputs' metrics).
+        self.extra: list[Callable[[], bytes]] = []
 
     def observe_latency(self, seconds: float) -> None:
         """Add one request's latency to the histogram."""
@@ -94,4 +96,4 @@ class Metrics:
         out.append(f"{name}_count {self.latency_count}")
         for gname, (help_text, read) in sorted(self.gauges.items()):
             out += [f"# HELP {gname} {help_text}", f"# TYPE {gname} gauge", f"{gname} {read()}"]
-        return ("\n".join(out) + "\n").encode()
+        return ("\n".join(out) + "\n").encode() + b"".join(render() for render in self.extra)
