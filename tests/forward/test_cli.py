@@ -36,7 +36,7 @@ def test_status_and_replays(tmp_path: Path, fixture_store: SQLiteStore) -> None:
     text = runner.invoke(main, ["outputs", "--config", str(config)])
     assert text.output.startswith("archive  [file/native]  at 500, 474 events behind (next: ")
     # The dead letter, sent again once the destination is back, is forgotten.
-    replayed = runner.invoke(main, ["outputs", "--config", str(config), "replay", "archive",
+    replayed = runner.invoke(main, ["outputs", "replay", "archive", "--config", str(config),
                                     "--dead-letters"])
     assert replayed.exit_code == 0, replayed.output
     assert "replayed 500 events to archive" in replayed.output
@@ -44,11 +44,11 @@ def test_status_and_replays(tmp_path: Path, fixture_store: SQLiteStore) -> None:
     lines = (archive / "a.jsonl").read_text().splitlines()
     assert len(lines) == 500 and fixture_store.get_cursor("output:archive") == 500
     # A time range, sent again whole (duplicates are the point of a replay).
-    again = runner.invoke(main, ["outputs", "--config", str(config), "replay", "archive",
+    again = runner.invoke(main, ["outputs", "replay", "archive", "--config", str(config),
                                  "--since", "2000-01-01T00:00:00Z"])
     assert again.exit_code == 0 and "replayed 974 events" in again.output
     assert len((archive / "a.jsonl").read_text().splitlines()) == 1474
-    unknown = runner.invoke(main, ["outputs", "--config", str(config), "replay", "siem",
+    unknown = runner.invoke(main, ["outputs", "replay", "siem", "--config", str(config),
                                    "--since", "1h"])
     assert unknown.exit_code == 2 and "no output named 'siem'" in unknown.output
 

@@ -72,23 +72,38 @@ def _event_time(raw: bytes) -> str:
         return ""
 
 
-@main.group("outputs", invoke_without_command=True)
+@main.command("outputs")
 @settings_options("outputs")
+@click.argument("action", required=False, type=click.Choice(["replay"]))
+@click.argument("name", required=False)
+@click.option("--since", help="replay: events after 30m, 2h, 7d (ago) or RFC 3339.")
+@click.option("--until", help="replay: events before 2h (ago) or RFC 3339.")
+@click.option("--dead-letters", is_flag=True,
+              help="replay: send the output's dead letters again (each is forgotten once delivered).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-@click.pass_context
-def outputs_command(ctx: click.Context, fmt: str, **kwargs: Any) -> None:
-    """Each output's position in the log, its lag and its dead letters.
+def outputs_command(action: str | None, name: str | None, since: str | None, until: str | None,
+                    dead_letters: bool, fmt: str, **kwargs: Any) -> None:
+    """Each output's position in the log, its lag and its dead letters; with ``replay NAME``,
+    send a range of stored events to output NAME again (its cursor does not move).
 
     \b
       auditsink outputs --config auditsink.yaml
-      auditsink outputs replay siem --since 2h --config auditsink.yaml
+      auditsink outputs replay siem --since 2h --until 1h --config auditsink.yaml
+      auditsink outputs replay siem --dead-letters --config auditsink.yaml
+
+    A replay chooses events by time (--since/--until) and sends them through the output's own
+    filter, policy and format, in log order, with its retries.
     """
     settings = settings_from(kwargs, "outputs")
-    ctx.obj = settings
-    if ctx.invoked_subcommand is not None:
-        return
     configs = call_service(_configured, settings)
+    if action == "replay":
+        if not name:
+            raise click.UsageError("outputs replay NAME: name the output to send to")
+        _replay(settings, configs, name, since, until, dead_letters)
+        return
+    if name or since or until or dead_letters:
+        raise click.UsageError("NAME, --since, --until and --dead-letters go with `outputs replay`")
     store = open_existing_store(settings.store)
     try:
         rows = status(store, configs)
@@ -110,21 +125,8 @@ def outputs_command(ctx: click.Context, fmt: str, **kwargs: Any) -> None:
         click.echo(f"{row['name']}  [{kind}]  {where}{dead}")
 
 
-@outputs_command.command("replay")
-@click.argument("name")
-@click.option("--since", help="Events after: 30m, 2h, 7d (ago) or RFC 3339.")
-@click.option("--until", help="Events before: 2h (ago) or RFC 3339.")
-@click.option("--dead-letters", is_flag=True,
-              help="Send the output's dead letters again (each is forgotten once delivered).")
-@click.pass_obj
-def replay_command(settings: Any, name: str, since: str | None, until: str | None,
-                   dead_letters: bool) -> None:
-    """Send a range of stored events to output NAME again (its cursor does not move).
-
-    Events are chosen by time (--since/--until) and go through the output's own filter,
-    policy and format, in log order, with its retries.
-    """
-    configs = call_service(_configured, settings)
+def _replay(settings: Any, configs: dict[str, Any], name: str, since: str | None,
+            until: str | None, dead_letters: bool) -> None:
     if name not in configs:
         known = ", ".join(sorted(configs)) or "none"
         raise click.UsageError(f"no output named {name!r} in these settings (configured: {known})")
