@@ -38,16 +38,6 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
     ("auditsink.pipeline", "auditsink.receive.metrics"):
         "the metrics engineer: one prometheus-client registry, not the receiver's Metrics",
     ("auditsink.query.api", "auditsink.web"): "the lead: see KNOWN_CYCLES",
-    ("auditsink.query.api", "auditsink.rules.priority"):
-        "the lead: import auditsink.priority (moved there; rules/priority.py re-exports it)",
-    ("auditsink.store.base", "auditsink.rules.priority"):
-        "the lead: import auditsink.priority (moved there; rules/priority.py re-exports it)",
-    ("auditsink.store.pg_queries", "auditsink.query.builder"):
-        "the lead: the shared SQL read layer below the stores",
-    ("auditsink.store.postgres", "auditsink.query.builder"):
-        "the lead: the shared SQL read layer below the stores",
-    ("auditsink.store.sqlite", "auditsink.query.builder"):
-        "the lead: the shared SQL read layer below the stores",
 }
 
 

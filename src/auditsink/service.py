@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from auditsink.admit.match import MatchError, compile_match
+from auditsink.selector import SelectorError, compile_predicate, parse_match
 from auditsink.logs import setup_logging
 from auditsink.model import BodyError, decode_body, iter_file_bodies
 from auditsink.pipeline import Pipeline
@@ -79,8 +79,8 @@ def build_pipeline(settings: Settings, print_format: str | None = None, store: b
     ``print_format`` overrides ``settings.format`` (``auditsink import`` prints nothing).
     """
     try:
-        match = compile_match(settings.match)
-    except MatchError as exc:
+        match = compile_predicate(parse_match(settings.match))
+    except SelectorError as exc:
         raise SettingsError(str(exc), "match") from None
     policy = _load_policy(settings.policy) if settings.policy else None
     if not settings.redact_secrets:

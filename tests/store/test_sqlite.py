@@ -100,58 +100,104 @@ def test_wal_is_rewound_under_continuous_writes(tmp_path: Path) -> None:
     assert largest < 32 << 20, f"WAL reached {largest} bytes after {written} events"
 
 
-def test_object_history_reads_the_index_in_log_order(tmp_path: Path) -> None:
+def _plans(store: SQLiteStore, run: Any) -> list[str]:
+    """The query plan of every events SELECT that ``run()`` made."""
+    statements: list[str] = []
+    reader = store._reader()
+    reader.set_trace_callback(statements.append)
+    run()
+    reader.set_trace_callback(None)
+    return [" | ".join(row[3] for row in reader.execute("EXPLAIN QUERY PLAN " + s))
+            for s in statements if s.startswith("SELECT") and "FROM events" in s]
+
+
+def test_object_history_reads_its_index_in_time_order(tmp_path: Path) -> None:
     # Busy objects (leases, leader-election configmaps) collect tens of thousands of events:
-    # their newest page must come straight off an index, not from sorting all of them.
+    # their newest page in time order must come straight off an index, not from a sort.
     store = _store(tmp_path)
     store.write(_distinct_items(50, 0))
-    statements: list[str] = []
-    reader = store._reader()
-    reader.set_trace_callback(statements.append)
-    page = store.query(Selector(resources=["configmaps"], namespaces=["demo"], names=["cm-7"]))
-    reader.set_trace_callback(None)
-    assert len(page) == 1
-    select = next(s for s in statements if s.startswith("SELECT events.id"))
-    plan = " | ".join(row[3] for row in reader.execute("EXPLAIN QUERY PLAN " + select))
+    plans = _plans(store, lambda: store.page(
+        Selector(resources=["configmaps"], namespaces=["demo"], names=["cm-7"])))
     store.close()
-    assert "events_object_log" in plan and "TEMP B-TREE" not in plan, plan
+    assert any("events_object_time" in p for p in plans), plans
+    assert not any("TEMP B-TREE" in p for p in plans), plans
 
 
-def test_a_busy_users_newest_page_reads_only_the_last_hour(tmp_path: Path) -> None:
-    # Without a time range SQLite sorted every event of the user to find the newest page
-    # (4 s for system:apiserver at 10M events); the first window, the last hour, holds it.
+def test_a_busy_users_page_walks_its_indexes_without_sorting(tmp_path: Path) -> None:
+    # "By or as alice" is two branches, each read from its own (column, time) index in time
+    # order and cut at the page size; only their union (2 x limit rows at most) is sorted.
     store = _store(tmp_path)
     items = _distinct_items(50, 0)
-    for i, item in enumerate(items):  # one every 5 minutes: 4 hours, the newest 12 in the last
-        item.event.stageTimestamp = format_micros(1_795_000_000_000_000 + i * 300_000_000)
+    for i, item in enumerate(items):  # one every 5 minutes, logged in reverse time order
+        item.event.stageTimestamp = format_micros(1_795_000_000_000_000 - i * 300_000_000)
     store.write(items)
-    statements: list[str] = []
-    reader = store._reader()
-    reader.set_trace_callback(statements.append)
-    page = store.query(Selector(users=["alice"]), limit=10)
-    reader.set_trace_callback(None)
+    page: list[Any] = []
+    plans = _plans(store, lambda: page.extend(store.page(Selector(users=["alice"]), limit=10)))
     store.close()
-    assert [e.id for e in page] == list(range(50, 40, -1))
-    selects = [s for s in statements if s.startswith("SELECT events.id")]
-    assert len(selects) == 1 and "time >= " in selects[0], selects
+    assert [e.id for e in page] == list(range(1, 11))  # newest first: the first logged
+    plan = plans[-1]
+    assert "events_user" in plan and "events_impersonated" in plan, plan
+    assert plan.count("FOR ORDER BY") == 1, plan  # the union's, never a branch's
 
 
-def test_schema_1_files_are_upgraded_in_place(tmp_path: Path) -> None:
+def _identity_items() -> list[Any]:
+    base = {"level": "Metadata", "stage": "ResponseComplete", "verb": "get",
+            "objectRef": {"resource": "secrets", "namespace": "ops", "name": "db"},
+            "requestURI": "/api/v1/namespaces/ops/secrets/db?x=1",
+            "stageTimestamp": "2026-11-26T10:00:00.000000Z"}
+    lines = [
+        {**base, "auditID": "as-mallory", "user": {"username": "admin"},
+         "impersonatedUser": {"username": "mallory"}, "responseStatus": {"code": 403},
+         "annotations": {"authorization.k8s.io/decision": "forbid"}},
+        {**base, "auditID": "plain", "user": {"username": "alice"},
+         "requestURI": "/api/v1/pods", "responseStatus": {"code": 200},
+         "annotations": {"authorization.k8s.io/decision": "allow"}},
+    ]
+    items, bad = decode_body(json.dumps(lines).encode())
+    assert not bad
+    return items
+
+
+def test_schema_2_files_are_upgraded_in_place(tmp_path: Path) -> None:
+    # A file written before issue 18: no impersonation, decision or path columns, no cluster
+    # list, the object index in log order. Opening it fills them in from the stored bodies.
     store = _store(tmp_path)
-    store.write(_distinct_items(5, 0))
+    store.write(_identity_items(), cluster="prod")
     store.close()
     conn = sqlite3.connect(store.path)
-    conn.execute("DROP INDEX events_object_log")
-    conn.execute("CREATE INDEX events_object ON events (name, resource, namespace, time)")
-    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    conn.commit()
+    conn.executescript("""
+        DROP INDEX events_impersonated; DROP INDEX events_object_time; DROP TABLE clusters;
+        ALTER TABLE events DROP COLUMN impersonated_user; ALTER TABLE events DROP COLUMN decision;
+        ALTER TABLE events DROP COLUMN uri;
+        CREATE INDEX events_object_log ON events (name, resource, namespace);
+        UPDATE meta SET value = '2' WHERE key = 'schema_version';
+    """)
     conn.close()
     store = _store(tmp_path)
-    assert len(store.query(Selector(names=["cm-3"]))) == 1
-    store.close()
+    try:
+        assert [json.loads(e.raw)["auditID"] for e in store.page(Selector(users=["mallory"]))
+                ] == ["as-mallory"]
+        assert len(store.page(Selector(decisions=["forbid"]))) == 1
+        assert len(store.page(Selector(uri_prefixes=["/api/v1/namespaces/ops/"]))) == 1
+        assert store.clusters_seen() == ["prod"]
+    finally:
+        store.close()
     conn = sqlite3.connect(store.path)
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     conn.close()
-    assert "events_object_log" in indexes and "events_object" not in indexes
-    assert version == "2"
+    assert "events_object_time" in indexes and "events_object_log" not in indexes
+    assert version == "3"
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.close()
+    conn = sqlite3.connect(store.path)
+    conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this auditsink"):
+        _store(tmp_path)
+
+

@@ -34,15 +34,15 @@ def migrate_command(store_url: str) -> None:
     \b
       auditsink db migrate --store postgresql://auditsink@db.example/auditsink
     """
-    from auditsink.store import pg_schema
+    from auditsink.store.postgres import schema as pg_schema
 
     store = _postgres(store_url)
     try:
-        applied = store.migrate()  # type: ignore[attr-defined]
+        applied = store.migrate()
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
-    for migration in applied:
-        click.echo(f"applied {migration.version:04d}_{migration.name}")
+    for name in applied:
+        click.echo(f"applied {name}")
     click.echo(f"schema is at version {pg_schema.latest_version()}"
                + ("" if applied else " (nothing to do)"))
 
@@ -52,7 +52,7 @@ def migrate_command(store_url: str) -> None:
 @store_option
 def status_command(store_url: str) -> None:
     """Show the schema version and the daily partitions of events."""
-    from auditsink.store import pg_schema
+    from auditsink.store.postgres import schema as pg_schema
 
     store = _postgres(store_url)
     try:

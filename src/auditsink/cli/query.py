@@ -13,7 +13,7 @@ from auditsink.cli.group import main
 from auditsink.cli.common import config_option, open_existing_store, selector_from, selector_options, store_option
 from auditsink.model import decode_item, to_log_line
 from auditsink.printer import text_line
-from auditsink.query.builder import SelectorError
+from auditsink.selector import SelectorError
 from auditsink.rules.priority import PRIORITIES, RANK, parse_priority
 from auditsink.store.base import AlertSelector, Selector, StoredEvent
 from auditsink.timeutil import format_micros, parse_when

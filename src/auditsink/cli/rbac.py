@@ -15,7 +15,7 @@ from auditsink.admit.sources import iter_file_items
 from auditsink.cli.group import main
 from auditsink.cli.common import SELECTOR_FLAGS, config_option, open_existing_store, store_option
 from auditsink.model import BadItem
-from auditsink.query.builder import SelectorError
+from auditsink.selector import SelectorError
 from auditsink.rbac.diff import diff_subject, render_text
 from auditsink.rbac.granted import GrantedError, Snapshot, read_cluster, read_files
 from auditsink.rbac.identity import Identity

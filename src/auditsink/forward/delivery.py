@@ -42,11 +42,11 @@ def compile_filter(config: OutputConfig) -> Predicate | None:
     compiled once; None keeps everything."""
     if not config.match:
         return None
-    from auditsink.admit.match import MatchError, compile_match
+    from auditsink.selector import SelectorError, compile_predicate, parse_match
 
     try:
-        return compile_match(config.match)
-    except MatchError as exc:
+        return compile_predicate(parse_match(config.match))
+    except SelectorError as exc:
         raise OutputConfigError(f"output {config.name!r}: match: {exc}") from None
 
 

@@ -12,8 +12,8 @@ import json
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from auditsink.query.builder import SelectorError
-from auditsink.rules.priority import RANK, parse_priority
+from auditsink.selector import SelectorError
+from auditsink.priority import RANK, parse_priority
 from auditsink.store.base import AlertSelector, Selector, Store
 from auditsink.timeutil import parse_when
 

@@ -193,7 +193,7 @@ class Rollup:
         for _, when, cluster_id, verb, user, resource, api_group, code in rows:
             cluster = clusters.get(cluster_id)
             if cluster is None:
-                cluster = clusters[cluster_id] = self.store._names({cluster_id}).get(cluster_id, "")
+                cluster = clusters[cluster_id] = self.store.names({cluster_id}).get(cluster_id, "")
             hour = when // HOUR_US
             chart[(when // SLOT_US, cluster, verb)] += 1
             users[(hour, cluster, user)] += 1
@@ -235,7 +235,7 @@ class Rollup:
                 start = slot * SLOT_US
                 if low <= start < high and (not wanted or cluster in wanted):
                     counts[(start // bucket_us * bucket_us, verb)] += n
-        names = self.store._names({verb for _, verb in counts})
+        names = self.store.names({verb for _, verb in counts})
         merged: Counter[tuple[int, str]] = Counter()
         for (bucket, verb), n in counts.items():
             merged[(bucket, str(names.get(verb, verb)))] += n
@@ -268,7 +268,7 @@ class Rollup:
                 if first <= key[0] < last and (not wanted or key[1] in wanted):
                     ids[key[2:]] += n
         interned = [column != "code" for column in columns]
-        names = self.store._names({value for key in ids for value, named in zip(key, interned)
+        names = self.store.names({value for key in ids for value, named in zip(key, interned)
                                    if named})
         merged: Counter[tuple[object, ...]] = Counter()
         for key, n in ids.items():

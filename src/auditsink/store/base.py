@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from auditsink.model import BadItem, Item
+from auditsink.selector import Selector
 
 STORES = {
     "sqlite": "auditsink.store.sqlite:SQLiteStore",
@@ -52,13 +53,42 @@ class WriteResult:
     duplicates: int = 0
 
 
+# A position in time order: (stageTimestamp in µs, log position). Pages in time order resume
+# strictly after the key of the last event they showed.
+TimeKey = tuple[int, int]
+
+
 @dataclass
 class StoredEvent:
-    """One event read back from a store: its position in the log, cluster and exact bytes."""
+    """One event read back from a store: its position in the log, cluster, exact bytes, and
+    its stageTimestamp in µs."""
 
     id: int
     cluster: str
     raw: bytes
+    time: int = 0
+
+    @property
+    def key(self) -> TimeKey:
+        """Where this event sorts in time order."""
+        return (self.time, self.id)
+
+
+def format_key(key: TimeKey) -> str:
+    """A time-order cursor as it travels in URLs and JSON.
+
+    >>> format_key((1795702791292366, 42))
+    '1795702791292366-42'
+    """
+    return f"{key[0]}-{key[1]}"
+
+
+def parse_key(text: str) -> TimeKey:
+    """The inverse of :func:`format_key`; ValueError for anything else."""
+    when, sep, ident = text.partition("-")
+    if not sep or not when.isdigit() or not ident.isdigit() or len(text) > 40:
+        raise ValueError(f"invalid cursor {text[:60]!r}: pass back the 'next' value of a page")
+    return int(when), int(ident)
 
 
 @dataclass
@@ -70,31 +100,6 @@ class Rejected:
     cluster: str
     error: str
     body: bytes
-
-
-@dataclass
-class Selector:
-    """Which events to return: the audit-policy vocabulary plus a time range.
-
-    Every list is OR within the field, AND across fields; empty means any.
-    ``resources`` entries may be ``pods`` or ``pods/exec``; ``codes`` entries may be ``403`` or
-    ``4xx``. Times are microseconds since the epoch.
-    """
-
-    users: list[str] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-    verbs: list[str] = field(default_factory=list)
-    resources: list[str] = field(default_factory=list)
-    api_groups: list[str] = field(default_factory=list)
-    namespaces: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-    stages: list[str] = field(default_factory=list)
-    levels: list[str] = field(default_factory=list)
-    codes: list[str] = field(default_factory=list)
-    clusters: list[str] = field(default_factory=list)
-    audit_ids: list[str] = field(default_factory=list)
-    since: int | None = None
-    until: int | None = None
 
 
 @dataclass
@@ -118,7 +123,7 @@ class Alert:
 
     def to_dict(self) -> dict[str, object]:
         """The JSON form shared by the read API and ``auditsink alerts --format json``."""
-        from auditsink.rules.priority import PRIORITIES
+        from auditsink.priority import PRIORITIES
         from auditsink.timeutil import format_micros
 
         return {"id": self.id, "time": format_micros(self.time), "rule": self.rule,
@@ -155,13 +160,15 @@ class AlertSelector:
     until: int | None = None
 
 
-class Store(Protocol):
-    """The store interface the receiver, the CLI and the consumers use."""
+class EventWriter(Protocol):
+    """The receiver's side: submit batches, acknowledged once committed."""
 
     url: str
+    queue_events: int
+    last_commit_seconds: float
 
-    def open(self) -> None:
-        """Create or upgrade the schema and start the writer."""
+    def open(self, start_writer: bool = True) -> None:
+        """Create or upgrade the schema; start the writer unless only reading."""
 
     def close(self) -> None:
         """Drain what was submitted, commit it and stop the writer."""
@@ -169,28 +176,15 @@ class Store(Protocol):
     def submit(self, items: list[Item], cluster: str = "",
                bad: Sequence[BadItem] = ()) -> asyncio.Future[WriteResult]:
         """Queue items (and undecodable ones, kept for inspection) for the next group commit;
-        the future resolves once they are durable.
+        the future resolves once they are durable. Raises :class:`Overloaded` when the
+        bounded queue is full."""
 
-        Raises :class:`Overloaded` when the bounded queue is full.
-        """
-
-    def write(self, items: list[Item], cluster: str = "", bad: Sequence[BadItem] = ()) -> WriteResult:
+    def write(self, items: list[Item], cluster: str = "",
+              bad: Sequence[BadItem] = ()) -> WriteResult:
         """Write and commit items from a plain thread (import, tests); blocks until durable."""
 
     def reject(self, bad: list[BadItem], cluster: str = "") -> None:
         """Keep undecodable items where ``auditsink rejected`` can show them."""
-
-    def query(
-        self, selector: Selector, limit: int = 100, after_id: int = 0, newest_first: bool = True,
-        before_id: int | None = None,
-    ) -> list[StoredEvent]:
-        """Events matching ``selector``; pages by log position (``after_id``/``before_id``)."""
-
-    def rejected(self, limit: int = 100) -> list[Rejected]:
-        """The most recent undecodable items."""
-
-    def stats(self, selector: Selector, top: int = 10) -> dict[str, object]:
-        """Top users, verbs, resources, namespaces, failures and events per hour."""
 
     def queue_depth(self) -> int:
         """Events waiting for the writer."""
@@ -198,18 +192,73 @@ class Store(Protocol):
     def has_room(self) -> bool:
         """Whether another batch may be queued now (else the receiver answers 429 at once)."""
 
+    def prune(self, older_than: int, chunk: int = 20_000) -> int:
+        """Delete events with time < ``older_than`` (µs); returns how many."""
+
+
+class EventReader(Protocol):
+    """The questions people and consumers ask of the log."""
+
+    def query(self, selector: Selector, limit: int = 100, after_id: int = 0,
+              newest_first: bool = True, before_id: int | None = None) -> list[StoredEvent]:
+        """Matching events in log order (consumers, follow)."""
+
+    def page(self, selector: Selector, limit: int = 100, *, before: TimeKey | None = None,
+             after: TimeKey | None = None, oldest_first: bool = False,
+             requests_only: bool = False) -> list[StoredEvent]:
+        """Matching events in time order, newest first; keyset-paged by (time, id)."""
+
     def iter_all(self, selector: Selector) -> Iterator[StoredEvent]:
-        """Every matching event in log order (export)."""
+        """Every matching event in log order."""
+
+    def iter_page(self, selector: Selector, *, oldest_first: bool = True,
+                  requests_only: bool = False) -> Iterator[StoredEvent]:
+        """Every matching event in time order (exports)."""
+
+    def count(self, selector: Selector, requests_only: bool = False) -> int:
+        """How many events match."""
+
+    def last_id(self) -> int:
+        """The newest log position (0 for an empty store)."""
+
+    def stats(self, selector: Selector, top: int = 10) -> dict[str, object]:
+        """Top users, verbs, resources, namespaces, failures and events per hour."""
+
+    def time_bounds(self, selector: Selector) -> tuple[int, int] | None:
+        """The oldest and newest stageTimestamp (µs) of matching events; None when none match."""
+
+    def counts_by_time(self, selector: Selector, bucket_us: int, column: str = "verb",
+                       requests_only: bool = False) -> list[tuple[int, str, int]]:
+        """(bucket start µs, value of ``column``, count) for matching events, oldest first."""
+
+    def group_counts(self, selector: Selector, columns: Sequence[str], limit: int = 10,
+                     failures_only: bool = False) -> list[dict[str, object]]:
+        """Counts of matching events grouped by ``columns``, largest first."""
+
+    def clusters_seen(self, selector: Selector | None = None) -> list[str]:
+        """Every cluster the store has stored events of."""
+
+    def rejected(self, limit: int = 100) -> list[Rejected]:
+        """The most recent undecodable items."""
+
+    def facets_after(self, after_id: int, limit: int) -> list[tuple[int, ...]]:
+        """Dictionary-id facets of the events after a log position (query/rollup.py)."""
+
+    def facets_between(self, since: int, until: int, upto_id: int) -> list[tuple[int, ...]]:
+        """The same for a time range up to a log position."""
+
+    def names(self, ids: set[int]) -> dict[int, str]:
+        """Dictionary ids back to the strings they stand for."""
+
+
+class ConsumerLog(Protocol):
+    """What consumers (rules, notifiers, outputs) keep beside the log, and the alerts."""
 
     def get_cursor(self, name: str) -> int:
         """A consumer's durable position in the log (0 before its first event)."""
 
-    def save_state(self, name: str, data: bytes) -> None:
-        """Keep a component's state beside the log (the overview's rollup), replacing the
-        last; a store opened for reading only keeps nothing."""
-
-    def load_state(self, name: str) -> bytes | None:
-        """What :meth:`save_state` kept under ``name``, or None."""
+    def set_cursor(self, name: str, position: int) -> None:
+        """Move a consumer's durable position."""
 
     def commit_consumed(self, name: str, position: int, alerts: list[Alert],
                         expected: int | None = None,
@@ -228,38 +277,48 @@ class Store(Protocol):
         """Forget a dead letter (it was replayed)."""
 
     def claim_consumer(self, name: str) -> bool:
-        """Try to become the one process running consumer ``name`` (never blocks).
+        """Try to become the one process running consumer ``name`` (never blocks); True
+        while this process holds it. The claim ends when the store closes or the process
+        dies, and another replica's next try then succeeds."""
 
-        True while this process holds it; the claim ends when the store is closed or the
-        process dies, and another replica's next try then succeeds.
-        """
+    def save_state(self, name: str, data: bytes) -> None:
+        """Keep a component's state beside the log (the overview's rollup), replacing the
+        last; a store opened for reading only keeps nothing."""
+
+    def load_state(self, name: str) -> bytes | None:
+        """What :meth:`save_state` kept under ``name``, or None."""
 
     def alerts(self, selector: AlertSelector, limit: int = 100, after_id: int = 0,
                newest_first: bool = True, before_id: int | None = None) -> list[Alert]:
-        """Alerts matching ``selector``."""
+        """Alerts in the order they were raised (notifiers page by id)."""
 
-    # -- web UI questions (issue 7) --------------------------------------------------------
-
-    def time_bounds(self, selector: Selector) -> tuple[int, int] | None:
-        """The oldest and newest stageTimestamp (µs) of matching events; None when none match."""
-
-    def counts_by_time(self, selector: Selector, bucket_us: int,
-                       column: str = "verb") -> list[tuple[int, str, int]]:
-        """(bucket start µs, value of ``column``, count) for matching events, oldest first."""
-
-    def group_counts(self, selector: Selector, columns: Sequence[str], limit: int = 10,
-                     failures_only: bool = False) -> list[dict[str, object]]:
-        """Counts of matching events grouped by ``columns``, largest first."""
-
-    def clusters_seen(self, selector: Selector, sample: int = 20_000) -> list[str]:
-        """Cluster names of matching events among the newest ``sample`` stored."""
+    def alert_page(self, selector: AlertSelector, limit: int = 100,
+                   before: TimeKey | None = None) -> list[Alert]:
+        """Alerts in time order, newest first (people)."""
 
     def alert_counts(self, selector: AlertSelector) -> dict[int, int]:
         """Number of matching alerts per priority rank."""
 
+    def alert_groups(self, selector: AlertSelector, limit: int = 100) -> list[dict[str, object]]:
+        """Matching alerts grouped by rule and cluster, the most severe first."""
+
     def alerts_for_events(self, selector: AlertSelector, events: Selector,
                           limit: int = 100) -> list[Alert]:
         """Alerts matching ``selector`` whose event also matches ``events``."""
+
+
+class StoreAdmin(Protocol):
+    """Operating the store itself."""
+
+    def migrate(self) -> list[str]:
+        """Apply pending schema changes; the names of those applied."""
+
+    def size_bytes(self) -> int:
+        """Bytes on disk."""
+
+
+class Store(EventWriter, EventReader, ConsumerLog, StoreAdmin, Protocol):
+    """Everything a store does: the roles above, which each caller may ask for alone."""
 
 
 def open_store(url: str, **options: object) -> Store:

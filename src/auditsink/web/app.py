@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, quote
 
 import jinja2
 
-from auditsink.query.builder import SelectorError
+from auditsink.selector import SelectorError
 from auditsink.store.base import Store
 from auditsink.web import charts, urls
 from auditsink.web.views import alerts, events, history, overview, request, user

@@ -1,4 +1,4 @@
-"""What the SQLite and PostgreSQL stores share: the group-commit writer and row decoding.
+"""The group-commit writer both SQL stores use.
 
 The writer contract (design.md, "The store is the log"): one thread takes every batch that
 is waiting and commits it in one transaction; each submitter's future resolves only after the
@@ -12,25 +12,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from auditsink.model import LEVELS, STAGES, BadItem, Item
+from auditsink.model import BadItem, Item
 from auditsink.store.base import Overloaded, StoreError, WriteResult
 
 log = logging.getLogger("auditsink.store")
 T = TypeVar("T")
-
-# Group lists are interned as one string with this prefix, so no user or verb can collide.
-GROUPS_PREFIX = "\x1fgroups\x1f"
-# Undecodable items are kept for inspection, but never more than this much of each.
-REJECTED_BODY_BYTES = 4096
-# Columns the UI may group by, and those that hold dictionary ids.
-GROUPABLE = frozenset({"user", "verb", "resource", "subresource", "namespace", "cluster",
-                       "api_group", "groups", "code", "name", "stage", "level"})
-INTERNED = frozenset({"user", "verb", "resource", "subresource", "namespace", "cluster",
-                      "api_group", "groups"})
-
 
 class Task:
     """A batch waiting for the writer, and how to tell its submitter it is committed."""
@@ -203,29 +192,3 @@ class GroupCommitWriter:
                     job(self._writer_conn())
                 except Exception:  # maintenance must never stop ingest
                     log.exception("store maintenance failed")
-
-
-def group_rows(rows: Iterable[Sequence[Any]], columns: Sequence[str],
-               names: dict[int, str]) -> list[dict[str, object]]:
-    """Rows of ``SELECT <columns>, count`` as dicts, dictionary ids turned back into names.
-
-    >>> group_rows([(3, 1, 7)], ["verb", "stage"], {3: "get"})
-    [{'verb': 'get', 'stage': 'ResponseStarted', 'count': 7}]
-    """
-    out: list[dict[str, object]] = []
-    for row in rows:
-        entry: dict[str, object] = {}
-        for i, column in enumerate(columns):
-            value = row[i]
-            if column in INTERNED:
-                value = names.get(value, "")
-                if column == "groups":
-                    value = value[len(GROUPS_PREFIX):].split("\n") if value else []
-            elif column == "stage":
-                value = STAGES[value]
-            elif column == "level":
-                value = LEVELS[value]
-            entry[column] = value
-        entry["count"] = row[-1]
-        out.append(entry)
-    return out

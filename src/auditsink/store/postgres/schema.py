@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from auditsink.store.base import StoreError
+from auditsink.store.postgres.upgrade import STEPS
 
 # Advisory lock keys (pg_advisory_lock takes any bigint; these spell "auditsk" + a digit).
 MIGRATE_LOCK = 0x6175646974736B01
@@ -44,7 +45,7 @@ class Migration:
 def migrations() -> list[Migration]:
     """Every migration shipped with this auditsink, oldest first."""
     found = []
-    for entry in resources.files("auditsink.store").joinpath("migrations").iterdir():
+    for entry in resources.files("auditsink.store.postgres").joinpath("migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), entry.read_text()))
@@ -89,6 +90,9 @@ def migrate(conn: Any) -> list[Migration]:
                 continue
             with conn.transaction():
                 conn.execute(migration.sql)
+                step = STEPS.get(migration.version)
+                if step is not None:
+                    step(conn)
                 conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                              (migration.version, migration.name))
             done.append(migration)

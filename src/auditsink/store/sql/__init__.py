@@ -1,0 +1,1 @@
+"""What both SQL stores share: the selector's SQL, the read queries, and their dialects."""
