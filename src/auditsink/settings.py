@@ -28,7 +28,7 @@ from auditsink.store.base import DEFAULT_STORE_URL
 SERVE, WORKER, IMPORT = "serve", "worker", "import"
 #: The read commands: they take ``--store`` (and ``--config`` for it).
 READ = ("query", "tail", "show", "stats", "rejected", "alerts", "outputs", "policy simulate",
-        "policy suggest", "rbac suggest", "rbac diff", "db migrate", "db status")
+        "policy suggest", "rbac suggest", "rbac diff", "rbac load", "db migrate", "db status")
 ENV_PREFIX = "AUDITSINK_"
 
 

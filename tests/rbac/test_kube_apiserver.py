@@ -242,5 +242,10 @@ def test_suggestion_replaces_cluster_admin(harness: tuple[Harness, Any], tmp_pat
     # Only what verb expansion added beyond the workload can be unused.
     assert all(set(u["rule"]["verbs"]) <= {"get", "watch", "update", "patch"}
                for u in after["unused"]), after["unused"]
+    # The same snapshot kept in the store (what the UI's user page reads) answers the same.
+    auditsink("rbac", "load", "--store", store, "--kubeconfig", kube.admin)
+    kept = json.loads(auditsink("rbac", "diff", "--store", store, "--since", since,
+                                "--serviceaccount", "work:robot", "--format", "json"))
+    assert kept["subjects"][0] == after
     print(f"\nreal kube-apiserver acceptance: {time.monotonic() - started:.1f}s after start-up; "
           f"robot used {after['used']} of {after['granted']} suggested permissions")

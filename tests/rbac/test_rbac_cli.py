@@ -159,3 +159,32 @@ def test_query_jsonl_is_what_audit2rbac_reads(tmp_path: Path, fixtures_dir: Path
     first = run("rbac", "suggest", "--user", "alice",
                 str(fixtures_dir / "batch-bodies.jsonl")).output
     assert again.split("\n", 2)[2] == first.split("\n", 2)[2]
+
+
+def test_a_loaded_snapshot_serves_diff(store: str) -> None:
+    out = run("rbac", "load", "--store", store, "--granted", GRANTED).output
+    assert out.startswith(f"kept 118 RBAC objects (50 bindings, {44} subjects, ")
+    assert out.rstrip().endswith(f"from {GRANTED} as the granted snapshot of the unnamed "
+                                 f"cluster in {store}")
+    from_file = run("rbac", "diff", "--store", store, "--granted", GRANTED,
+                    "--serviceaccount", "work:robot").output
+    assert run("rbac", "diff", "--store", store, "--serviceaccount",
+               "work:robot").output == from_file
+    doc = json.loads(run("rbac", "diff", "--store", store, "--format", "json",
+                         "--serviceaccount", "work:robot").output)
+    assert doc["granted"][0].startswith(f"{GRANTED} (loaded 20")
+    # One snapshot per cluster: the unnamed one's is not cluster b's.
+    result = run("rbac", "diff", "--store", store, "--cluster", "b", code=2)
+    assert "no snapshot of cluster b was kept with `auditsink rbac load`" in result.output
+    run("rbac", "load", "--store", store, "--cluster", "b",
+        "--granted", str(DATA / "fixture-granted.yaml"))
+    text = run("rbac", "diff", "--store", store, "--cluster", "b").output
+    assert text.startswith("User alice: used 0 of 3 granted permissions (0%) in 0 requests")
+
+
+def test_load_needs_a_store_and_a_source(tmp_path: Path) -> None:
+    missing = f"sqlite:///{tmp_path}/none.db"
+    assert "no store at" in run("rbac", "load", "--store", missing, "--granted", GRANTED,
+                                code=1).output
+    assert "--granted FILE... or --kubeconfig FILE" in run("rbac", "load", "--store", missing,
+                                                           code=2).output

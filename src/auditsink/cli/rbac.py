@@ -6,6 +6,7 @@ Thin over :mod:`auditsink.rbac`; docs/rbac.md has the semantics and a worked exa
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,13 +18,14 @@ from auditsink.cli.common import SELECTOR_FLAGS, config_option, open_existing_st
 from auditsink.model import BadItem
 from auditsink.selector import SelectorError
 from auditsink.rbac.diff import diff_subject, render_text
+from auditsink.rbac import stored
 from auditsink.rbac.granted import GrantedError, Snapshot, read_cluster, read_files
 from auditsink.rbac.identity import Identity
 from auditsink.rbac.render import render
 from auditsink.rbac.request import Observed, observe, observe_raw
 from auditsink.rbac.suggest import SuggestOptions, suggest
-from auditsink.store.base import Selector
-from auditsink.timeutil import parse_when
+from auditsink.store.base import Selector, Store, StoreError, open_store
+from auditsink.timeutil import format_micros, parse_when
 
 F = Callable[..., Any]
 # --user and --group name the identity here, so they are not selector flags.
@@ -173,23 +175,68 @@ def diff_command(event_files: tuple[str, ...], store_url: str, granted_files: tu
     """For each binding subject (or the identities named): what it was granted and did not
     use in the window, the wildcards it holds, its used/granted ratio and what it was denied.
 
+    What is granted comes from --granted, --kubeconfig, or (with neither) the snapshot
+    `auditsink rbac load` kept in the store for the cluster.
+
     \b
       kubectl get roles,clusterroles,rolebindings,clusterrolebindings -A -o yaml > rbac.yaml
       auditsink rbac diff --granted rbac.yaml --since 30d
       auditsink rbac diff --kubeconfig ~/.kube/config --serviceaccount work:robot --format json
     """
-    if bool(granted_files) == bool(kubeconfig):
-        raise click.UsageError("say what is granted: --granted FILE... or --kubeconfig FILE")
-    snapshot = load_granted(granted_files, kubeconfig)
+    if granted_files and kubeconfig:
+        raise click.UsageError("--granted and --kubeconfig are two answers to one question: "
+                               "pass one")
+    if granted_files or kubeconfig:
+        snapshot = load_granted(granted_files, kubeconfig)
+        sources = snapshot.sources
+    else:
+        snapshot, sources = _stored_snapshot(store_url, kwargs.get("clusters", ()))
     identities = _identities(kwargs) or snapshot.subjects()
     found, _ = _observe(event_files, store_url, kwargs, identities)
     _one_cluster(found)
     diffs = [diff_subject(i, snapshot, found.get(i)) for i in identities]
     if fmt == "json":
-        click.echo(json.dumps({"granted": snapshot.sources,
+        click.echo(json.dumps({"granted": sources,
                                "subjects": [d.to_dict() for d in diffs]}, indent=2))
     else:
         click.echo(render_text(diffs), nl=False)
+
+
+@rbac.command("load")
+@config_option
+@store_option
+@click.option("--granted", "granted_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="RBAC objects as `kubectl get roles,clusterroles,rolebindings,"
+                   "clusterrolebindings -A -o yaml` writes them (repeatable).")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False),
+              help="Read them from the live cluster of this kubeconfig's context.")
+@click.option("--cluster", default="", help="The cluster they are the RBAC of (as events "
+              "name it; default: the unnamed one).")
+def load_command(store_url: str, granted_files: tuple[str, ...], kubeconfig: str | None,
+                 cluster: str) -> None:
+    """Keep what is granted now in the store, for the web UI's user pages and `rbac diff`.
+
+    Replaces the cluster's previous snapshot; run it again (from cron, or after RBAC changes)
+    to refresh it.
+
+    \b
+      kubectl get roles,clusterroles,rolebindings,clusterrolebindings -A -o yaml > rbac.yaml
+      auditsink rbac load --granted rbac.yaml
+      auditsink rbac load --kubeconfig ~/.kube/config --cluster prod
+    """
+    if bool(granted_files) == bool(kubeconfig):
+        raise click.UsageError("say what is granted: --granted FILE... or --kubeconfig FILE")
+    snapshot = load_granted(granted_files, kubeconfig)
+    store = _open_for_writing(store_url)
+    try:
+        size = stored.save(store, snapshot, format_micros(int(time.time() * 1_000_000)), cluster)
+    finally:
+        store.close()
+    click.echo(f"kept {len(snapshot.objects)} RBAC objects ({len(snapshot.bindings)} bindings, "
+               f"{len(snapshot.subjects())} subjects, {size:,} bytes) from "
+               f"{', '.join(snapshot.sources)} as the granted snapshot of "
+               f"{'cluster ' + cluster if cluster else 'the unnamed cluster'} in {store.url}")
 
 
 def load_granted(files: tuple[str, ...] | list[str], kubeconfig: str | None) -> Snapshot:
@@ -198,3 +245,33 @@ def load_granted(files: tuple[str, ...] | list[str], kubeconfig: str | None) -> 
         return read_cluster(kubeconfig) if kubeconfig else read_files(files)
     except GrantedError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _stored_snapshot(store_url: str,
+                     clusters: tuple[str, ...] | list[str]) -> tuple[Snapshot, list[str]]:
+    if len(clusters) > 1:
+        raise click.UsageError("a granted snapshot is one cluster's: pass one --cluster")
+    cluster = clusters[0] if clusters else ""
+    store = open_existing_store(store_url)
+    try:
+        kept = stored.load(store, cluster)
+    except GrantedError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    if kept is None:
+        raise click.UsageError(
+            "say what is granted: --granted FILE... or --kubeconfig FILE (no snapshot of "
+            f"{'cluster ' + cluster if cluster else 'the unnamed cluster'} was kept with "
+            "`auditsink rbac load`)")
+    return kept.snapshot, [f"{s} (loaded {kept.loaded})" for s in kept.sources]
+
+
+def _open_for_writing(url: str) -> Store:
+    open_existing_store(url).close()  # the same clear error when there is no store yet
+    try:
+        store = open_store(url)
+        store.open()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    return store

@@ -59,6 +59,8 @@ class Snapshot:
     cluster_roles: dict[str, list[Rule]] = field(default_factory=dict)
     bindings: list[Binding] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    # The objects as read (without metadata.managedFields), to keep the snapshot in a store.
+    objects: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def subjects(self) -> list[Identity]:
         """Every identity some binding names, sorted."""
@@ -104,6 +106,8 @@ class Snapshot:
         namespaced = kind in ("Role", "RoleBinding")
         if namespaced and (not isinstance(namespace, str) or not namespace):
             raise GrantedError(f"{where}: metadata.namespace: a {kind} needs one")
+        kept = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        self.objects.append(kept)
         if kind == "Role":
             self.roles[(namespace, name)] = _rules(obj.get("rules"), where)
         elif kind == "ClusterRole":
