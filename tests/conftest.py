@@ -101,13 +101,15 @@ class ServerProcess:
                 raise RuntimeError(f"auditsink serve exited: {self.stderr_path.read_text()}")
             try:
                 # The read API answers /healthz too, in plain http even when ingest is mTLS.
-                status, _ = self.request("GET", "/healthz", port=self.api_port if self.api else None)
+                port = self.api_port if self.api else None
+                status, _ = self.request("GET", "/healthz", port=port)
                 if status == 200:
                     return self
             except OSError:
                 time.sleep(0.05)
         self.stop(signal.SIGKILL)  # never leave a half-started server behind
-        raise RuntimeError(f"auditsink serve did not become healthy: {self.stderr_path.read_text()}")
+        raise RuntimeError(
+            f"auditsink serve did not become healthy: {self.stderr_path.read_text()}")
 
     def exchange(
         self,

@@ -26,7 +26,8 @@ def test_detector_resumes_from_its_cursor(tmp_path: Path, falco_dir: Path) -> No
     detector = Detector(store, rules)
     assert detector.step() == 1 and detector.step() == 0
     first = store.alerts(AlertSelector())
-    assert [a.rule for a in first] and all(a.audit_id == "ca1ed9f4-7bf4-4c85-81a8-1b11253d1ba6" for a in first)
+    assert [a.rule for a in first]
+    assert all(a.audit_id == "ca1ed9f4-7bf4-4c85-81a8-1b11253d1ba6" for a in first)
     # A restart (new detector, same store) re-evaluates nothing ...
     again = Detector(store, rules)
     assert again.position == detector.position and again.step() == 0

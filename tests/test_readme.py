@@ -24,12 +24,14 @@ def _blocks(lang: str = "sh") -> list[str]:
 def _commands(block: str) -> list[str]:
     """Shell commands of a block, continuation lines joined, comments dropped."""
     joined = block.replace("\\\n", " ")
-    return [line.split("  #")[0].strip() for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+    return [line.split("  #")[0].strip() for line in joined.splitlines()
+            if line.strip() and not line.startswith("#")]
 
 
 def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=60)
 
 
 def _port_busy(port: int) -> bool:
@@ -42,9 +44,11 @@ def test_readme_commands(tmp_path: Path, fixtures_dir: Path) -> None:
         pytest.skip("ports 8080/8081 are in use; the README's defaults need them")
     server = ServerProcess(tmp_path)
     server.port, server.api_port = 8080, 8081
-    server.start()  # `auditsink serve` with the README's defaults (explicit flags name the same ports)
+    # `auditsink serve` with the README's defaults (explicit flags name the same ports)
+    server.start()
     try:
-        send = next(c for b in _blocks() for c in _commands(b) if c.startswith("curl") and "--data-binary" in c)
+        send = next(c for b in _blocks() for c in _commands(b)
+                    if c.startswith("curl") and "--data-binary" in c)
         result = _shell(send, tmp_path)
         assert result.returncode == 0 and '"stored": 1' in result.stdout, result
         assert "alice delete pods demo/web 200" in server.stdout_path.read_text()
@@ -63,7 +67,8 @@ def test_readme_commands(tmp_path: Path, fixtures_dir: Path) -> None:
         api = [c for b in _blocks() for c in _commands(b) if c.startswith("curl") and "8081" in c]
         for command in api:
             result = _shell(command, tmp_path)
-            assert result.returncode == 0 and result.stdout.startswith("{"), (command, result.stdout)
+            assert result.returncode == 0, (command, result.stderr)
+            assert result.stdout.startswith("{"), (command, result.stdout)
         assert len(api) >= 4
     finally:
         server.stop()

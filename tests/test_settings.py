@@ -106,7 +106,8 @@ def test_flag_beats_environment_beats_config_file(tmp_path: Path) -> None:
 
     assert where() == f"{tmp_path}/from-file.db"
     assert where(**env) == f"{tmp_path}/from-env.db"
-    assert where("--store", f"sqlite:///{tmp_path}/from-flag.db", **env) == f"{tmp_path}/from-flag.db"
+    flag = where("--store", f"sqlite:///{tmp_path}/from-flag.db", **env)
+    assert flag == f"{tmp_path}/from-flag.db"
 
 
 def test_environment_names_come_from_the_setting(tmp_path: Path, audit_log: Path) -> None:
@@ -130,7 +131,8 @@ def test_environment_names_come_from_the_setting(tmp_path: Path, audit_log: Path
     ("match: {verb: get}\n", "key 'match': expected a list of strings"),
     ("- listen\n", "expected a mapping of settings at the top level"),
 ])
-def test_config_errors_name_file_key_and_expectation(tmp_path: Path, text: str, message: str) -> None:
+def test_config_errors_name_file_key_and_expectation(tmp_path: Path, text: str,
+                                                     message: str) -> None:
     config = tmp_path / "auditsink.yaml"
     config.write_text(text)
     result = CliRunner().invoke(main, ["serve", "--config", str(config)])

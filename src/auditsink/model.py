@@ -278,7 +278,8 @@ def upgrade_v1beta1(event: Event, raw: bytes) -> None:
 def decode_body(body: bytes) -> tuple[list[Item], list[BadItem]]:
     """Decode a whole body into good items and bad items; only an unreadable body raises.
 
-    >>> good, bad = decode_body(b'[{"level":"Metadata","auditID":"a","stage":"ResponseComplete"}, 7]')
+    >>> good, bad = decode_body(
+    ...     b'[{"level":"Metadata","auditID":"a","stage":"ResponseComplete"}, 7]')
     >>> len(good), bad[0].index
     (1, 1)
     """
@@ -309,9 +310,8 @@ def decode_body(body: bytes) -> tuple[list[Item], list[BadItem]]:
             UnicodeDecodeError,
             RecursionError,
         ) as exc:
-            if isinstance(exc, RecursionError):
-                exc = ValueError("JSON nested too deeply")
-            bad.append(BadItem(index=index, error=str(exc), snippet=snippet(bytes(raw))))
+            reason = "JSON nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            bad.append(BadItem(index=index, error=reason, snippet=snippet(bytes(raw))))
             continue
         good.append(Item(event=event, raw=data))
     return good, bad

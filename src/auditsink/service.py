@@ -86,7 +86,8 @@ def build_pipeline(settings: Settings, print_format: str | None = None, store: b
     if not settings.redact_secrets:
         log.warning("secret redaction is OFF (--no-redact-secrets): Secret values in request and "
                     "response bodies will be stored and printed in clear text")
-    opened = open_store_from(settings, **store_options) if store and settings.store != "none" else None
+    stored = store and settings.store != "none"
+    opened = open_store_from(settings, **store_options) if stored else None
     fmt = settings.format if print_format is None else print_format
     printer = Printer(fmt) if fmt != "none" else None
     return Pipeline(store=opened, printer=printer, match=match, policy=policy,

@@ -436,7 +436,8 @@ def markdown() -> str:
     for s in SETTINGS:
         kind = _TYPE_NAMES[s.kind] + (", one of " + ", ".join(f"`{c}`" for c in s.spec.choices)
                                       if s.spec.choices else "")
-        kind += " (files)" if s.spec.file and s.kind == "list" else ", a file" if s.spec.file else ""
+        if s.spec.file:
+            kind += " (files)" if s.kind == "list" else ", a file"
         if s.spec.minimum is not None:
             kind += f", {s.spec.minimum} to {s.spec.maximum}"
         commands = ", ".join(s.spec.commands) if s.spec.commands[-len(READ):] != READ else (

@@ -463,8 +463,8 @@ HEADER = "apiVersion: audit.k8s.io/v1\nkind: Policy\n"
             HEADER + "rules:\n- level: Verbose\n",
             4,
             (
-                'rules[0].level: Unsupported value: "Verbose": supported values: "None", "Metadata", "Request", '
-                '"RequestResponse"'
+                'rules[0].level: Unsupported value: "Verbose": supported values: "None", '
+                '"Metadata", "Request", "RequestResponse"'
             ),
         ),
         (
@@ -485,17 +485,20 @@ HEADER = "apiVersion: audit.k8s.io/v1\nkind: Policy\n"
         (
             HEADER + "rules:\n- level: None\n  nonResourceURLs: [healthz]\n",
             5,
-            'rules[0].nonResourceURLs[0]: Invalid value: "healthz": non-resource URL rules must begin with a "/"',
+            'rules[0].nonResourceURLs[0]: Invalid value: "healthz": non-resource URL rules must '
+            'begin with a "/"',
         ),
         (
             HEADER + "rules:\n- level: None\n  nonResourceURLs:\n  - /ok\n  - /api/*/v1\n",
             7,
-            'rules[0].nonResourceURLs[1]: Invalid value: "/api/*/v1": non-resource URL wildcards "*" must be the final',
+            'rules[0].nonResourceURLs[1]: Invalid value: "/api/*/v1": non-resource URL wildcards '
+            '"*" must be the final',
         ),
         (
             HEADER + "rules:\n- level: None\n  nonResourceURLs: [/x]\n  resources: [{group: ''}]\n",
             5,
-            "rules[0].nonResourceURLs: rules cannot apply to both regular resources and non-resource URLs",
+            "rules[0].nonResourceURLs: rules cannot apply to both regular resources and "
+            "non-resource URLs",
         ),
         (
             HEADER + "rules:\n- level: None\n  namespaces: [a]\n  nonResourceURLs: [/x]\n",
@@ -505,12 +508,14 @@ HEADER = "apiVersion: audit.k8s.io/v1\nkind: Policy\n"
         (
             HEADER + "rules:\n- level: None\n  resources:\n  - group: ''\n    resourceNames: [x]\n",
             7,
-            "rules[0].resources[0].resourceNames: using resourceNames requires at least one resource",
+            "rules[0].resources[0].resourceNames: using resourceNames requires at least one "
+            "resource",
         ),
         (
             HEADER + "rules:\n- level: None\n  resources:\n  - group: apps/v1\n",
             6,
-            'rules[0].resources[0].group: Invalid value: "apps/v1": an API group must be a lowercase RFC 1123',
+            'rules[0].resources[0].group: Invalid value: "apps/v1": an API group must be a '
+            "lowercase RFC 1123",
         ),
         (
             HEADER + "rules:\n- level: None\n  users: admin\n",
@@ -721,7 +726,8 @@ def test_shadowed_rules(
 
 def test_json_with_tabs_loads_without_line_numbers() -> None:
     # PyYAML rejects tabs as indentation; the JSON reader takes over.
-    text = '{\n\t"apiVersion": "audit.k8s.io/v1",\n\t"kind": "Policy",\n\t"rules": [{"level": "None"}]\n}'
+    text = ('{\n\t"apiVersion": "audit.k8s.io/v1",\n\t"kind": "Policy",'
+            '\n\t"rules": [{"level": "None"}]\n}')
     assert load_policy(text).rules[0].level == "None"
 
 

@@ -1,4 +1,5 @@
-"""Real traffic: the policy a real kube-apiserver 1.20 used must reproduce every level it recorded."""
+"""Real traffic: the policy a real kube-apiserver 1.20 used must reproduce every level it
+recorded."""
 
 from __future__ import annotations
 

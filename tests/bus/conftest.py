@@ -41,7 +41,8 @@ class NatsNode:
     def start(self) -> None:
         cmd = [NATS_SERVER, "-js", "-n", self.name, "-a", "127.0.0.1", "-p", str(self.client_port),
                "-m", str(self.http_port), "--cluster_name", "auditsink-test",
-               "--cluster", f"nats://127.0.0.1:{self.cluster_port}", "--routes", ",".join(self.routes),
+               "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
+               "--routes", ",".join(self.routes),
                "-sd", str(self.workdir / self.name)]
         with open(self.workdir / f"{self.name}.log", "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -109,7 +110,8 @@ class NatsCluster:
         """Run ``await call(js)`` on a short-lived connection (closed before returning)."""
         import nats
 
-        urls = [node.url for node in self.nodes if node.proc is not None and node.proc.poll() is None]
+        urls = [node.url for node in self.nodes
+                if node.proc is not None and node.proc.poll() is None]
 
         async def run() -> Any:
             nc = await nats.connect(urls, connect_timeout=2, max_reconnect_attempts=2)

@@ -20,7 +20,8 @@ def batch_body(batch: int) -> bytes:
     items = []
     for i in range(BATCH):
         micros = batch * BATCH + i
-        stamp = f"2026-11-26T14:{micros // 60_000_000 % 60:02d}:{micros // 1_000_000 % 60:02d}.{micros % 1_000_000:06d}Z"
+        minute, second = micros // 60_000_000 % 60, micros // 1_000_000 % 60
+        stamp = f"2026-11-26T14:{minute:02d}:{second:02d}.{micros % 1_000_000:06d}Z"
         items.append({
             "level": "Metadata", "auditID": f"b{batch}-e{i}", "stage": "ResponseComplete",
             "verb": "create", "user": {"username": "load", "groups": ["system:authenticated"]},
@@ -28,7 +29,8 @@ def batch_body(batch: int) -> bytes:
             "responseStatus": {"code": 201}, "requestURI": "/api/v1/namespaces/demo/configmaps",
             "requestReceivedTimestamp": stamp, "stageTimestamp": stamp,
         })
-    return json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}).encode()
+    body = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}
+    return json.dumps(body).encode()
 
 
 class Load:
@@ -132,7 +134,8 @@ def test_leader_and_worker_killed_under_load(tmp_path: Path, nats_cluster: Any,
             if not missing or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        assert not missing, f"{len(missing)} acknowledged events missing, e.g. {sorted(missing)[:3]}"
+        assert not missing, (f"{len(missing)} acknowledged events missing, "
+                             f"e.g. {sorted(missing)[:3]}")
         twice = {key: n for key, n in counts.items() if n != 1}
         assert not twice, f"stored more than once: {list(twice.items())[:3]}"
         assert survivor.stop() == 0

@@ -26,7 +26,8 @@ def event(audit_id: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def event_list(*items: Any) -> bytes:
-    return json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": list(items)}).encode()
+    body = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": list(items)}
+    return json.dumps(body).encode()
 
 
 def wait_for_rows(db: Path, count: int, timeout: float = 20.0) -> list[str]:
@@ -91,7 +92,8 @@ def test_worker_metrics(tmp_path: Path, nats_cluster: Any, bus_server: Any,
                        "--detect", "--metrics-listen", f"127.0.0.1:{port}")
         assert wait_for_rows(db, 3) == ["m1", "m2", "m3"]
         deadline = time.monotonic() + 10
-        while b"\nauditsink_worker_events_stored_total 3\n" not in (text := _get(port, "/metrics")[1]):
+        stored = b"\nauditsink_worker_events_stored_total 3\n"
+        while stored not in (text := _get(port, "/metrics")[1]):
             assert time.monotonic() < deadline, text.decode()
             time.sleep(0.1)
         assert b"\nauditsink_worker_batches_total 1\n" in text
@@ -137,7 +139,8 @@ def test_nats_down_answers_429_and_not_ready_then_recovers(nats_cluster: Any,
             node.start()
         nats_cluster.wait_for_meta_leader()
         deadline = time.monotonic() + 30
-        while (status := serve.post(event_list(event("down-1")))[0]) != 200 and time.monotonic() < deadline:
+        while ((status := serve.post(event_list(event("down-1")))[0]) != 200
+               and time.monotonic() < deadline):
             time.sleep(0.3)
         assert status == 200
         assert serve.request("GET", "/readyz")[0] == 200
@@ -149,8 +152,10 @@ def test_nats_down_answers_429_and_not_ready_then_recovers(nats_cluster: Any,
     (["worker"], "--bus nats://HOST:PORT is required"),
     (["worker", "--bus", "nats://127.0.0.1:4222", "--rules", __file__], "go with --detect"),
     (["serve", "--bus", "127.0.0.1:4222"], "expected nats://HOST:PORT"),
-    (["serve", "--bus", "nats://127.0.0.1:4222", "--store", "sqlite:///x.db"], "serve has no store"),
-    (["worker", "--bus", "nats://127.0.0.1:4222", "--metrics-listen", "9090"], "expected HOST:PORT"),
+    (["serve", "--bus", "nats://127.0.0.1:4222", "--store", "sqlite:///x.db"],
+     "serve has no store"),
+    (["worker", "--bus", "nats://127.0.0.1:4222", "--metrics-listen", "9090"],
+     "expected HOST:PORT"),
 ])
 def test_command_line_mistakes(args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, args)

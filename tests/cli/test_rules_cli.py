@@ -101,7 +101,8 @@ def test_check_ok_and_error(falco_dir: Path, tmp_path: Path) -> None:
 def test_check_with_default_allows_overrides(tmp_path: Path) -> None:
     local = tmp_path / "local.yaml"
     local.write_text(
-        "- list: trusted_privileged_images\n  items: [registry.example.com/cni]\n  override: {items: append}\n"
+        "- list: trusted_privileged_images\n  items: [registry.example.com/cni]\n"
+        "  override: {items: append}\n"
     )
     code, _, err = invoke("rules", "check", str(local))
     assert code == 1 and "not defined" in err

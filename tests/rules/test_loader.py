@@ -109,7 +109,9 @@ def test_rule_condition_append_and_replace() -> None:
     assert rs.evaluate(event(objectRef={"resource": "x", "name": "d", "namespace": "n"}))[
         0
     ].output.endswith("in n (again)")
-    replace = "- rule: Admin Write\n  condition: ka.verb=delete\n  priority: ERROR\n  override: {condition: replace, priority: replace}\n"
+    replace = (
+        "- rule: Admin Write\n  condition: ka.verb=delete\n  priority: ERROR\n"
+        "  override: {condition: replace, priority: replace}\n")
     rs = load(replace)
     assert fired(rs) == []
     assert [(d.rule, d.priority) for d in rs.evaluate(event(verb="delete"))] == [
@@ -207,7 +209,9 @@ def test_other_sources_are_skipped_and_default_source_kept() -> None:
 
 
 def test_tolerated_top_level_items() -> None:
-    text = "- required_engine_version: 15\n- required_plugin_versions:\n    - name: k8saudit\n      version: 0.1.0\n"
+    text = (
+        "- required_engine_version: 15\n- required_plugin_versions:\n    - name: k8saudit\n"
+        "      version: 0.1.0\n")
     assert load_rules_text([("v.yaml", text)]).rules == []
 
 
@@ -234,20 +238,24 @@ def test_files_load_in_order(tmp_path: Path) -> None:
             ["missing key(s): priority"],
         ),
         (
-            "- rule: R\n  desc: d\n  output: o\n  priority: info\n  condition: |\n    ka.verb=get and\n    ka.bogus=1\n",
+            "- rule: R\n  desc: d\n  output: o\n  priority: info\n  condition: |\n"
+            "    ka.verb=get and\n    ka.bogus=1\n",
             ["rule 'R'", "unknown field 'ka.bogus'", "line 2 column 1"],
         ),
         (
-            "- rule: R\n  desc: d\n  output: o\n  priority: info\n  condition: ka.verb=get and nosuch\n",
+            "- rule: R\n  desc: d\n  output: o\n  priority: info\n"
+            "  condition: ka.verb=get and nosuch\n",
             ["undefined macro 'nosuch'", "column 17"],
         ),
         ("- macro: m\n  condition: ka.verb in (a\n", ["macro 'm'", "expected ',' or ')'"]),
         (
-            "- macro: m\n  condition: ka.bad=1\n- rule: R\n  desc: d\n  output: o\n  priority: info\n  condition: ka.verb=get and m\n",
+            "- macro: m\n  condition: ka.bad=1\n- rule: R\n  desc: d\n  output: o\n"
+            "  priority: info\n  condition: ka.verb=get and m\n",
             ["rule 'R'", "in macro 'm'", "unknown field"],
         ),
         (
-            "- rule: R\n  desc: d\n  output: '%ka.nope'\n  priority: info\n  condition: ka.verb=get\n",
+            "- rule: R\n  desc: d\n  output: '%ka.nope'\n  priority: info\n"
+            "  condition: ka.verb=get\n",
             ["output: unknown field 'ka.nope'"],
         ),
         ("- rule: R\n  condition: x\n  append: true\n", ["rule 'R'", "not defined"]),
@@ -256,15 +264,19 @@ def test_files_load_in_order(tmp_path: Path) -> None:
             ["cannot be combined"],
         ),
         (
-            "- rule: R\n  desc: d\n  output: o\n  priority: info\n  condition: ka.verb=get\n  exceptions:\n    - name: e\n      fields: [ka.verb, ka.uri]\n      values: [[get]]\n",
+            "- rule: R\n  desc: d\n  output: o\n  priority: info\n  condition: ka.verb=get\n"
+            "  exceptions:\n    - name: e\n      fields: [ka.verb, ka.uri]\n"
+            "      values: [[get]]\n",
             ["exception 'e'", "2 items"],
         ),
         (
-            "- rule: R\n  desc: d\n  output: o\n  priority: info\n  condition: ka.verb=get\n  exceptions:\n    - name: e\n      fields: [ka.nosuch]\n      values: [[x]]\n",
+            "- rule: R\n  desc: d\n  output: o\n  priority: info\n  condition: ka.verb=get\n"
+            "  exceptions:\n    - name: e\n      fields: [ka.nosuch]\n      values: [[x]]\n",
             ["exception 'e'", "unknown field"],
         ),
         (
-            "- macro: a\n  condition: b\n- macro: b\n  condition: a\n- rule: R\n  desc: d\n  output: o\n  priority: info\n  condition: a\n",
+            "- macro: a\n  condition: b\n- macro: b\n  condition: a\n- rule: R\n  desc: d\n"
+            "  output: o\n  priority: info\n  condition: a\n",
             ["refers to itself"],
         ),
         ("- nonsense: 1\n", ["unknown item"]),

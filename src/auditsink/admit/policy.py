@@ -123,7 +123,8 @@ class Policy:
     def evaluate(self, attrs: Attributes) -> Decision:
         """The decision for one request.
 
-        >>> p = load_policy('{"apiVersion":"audit.k8s.io/v1","kind":"Policy","rules":[{"level":"Metadata","verbs":["get"]}]}')
+        >>> p = load_policy('{"apiVersion":"audit.k8s.io/v1","kind":"Policy",'
+        ...                 '"rules":[{"level":"Metadata","verbs":["get"]}]}')
         >>> p.evaluate(Attributes(user="u", verb="get", path="/version")).level
         'Metadata'
         """

@@ -26,7 +26,8 @@ def find_shadowed(spec: PolicySpec) -> list[Shadow]:
     """Every rule shadowed by one earlier rule, or that matches nothing at all.
 
     >>> from auditsink.admit.spec import RuleSpec
-    >>> spec = PolicySpec(rules=(RuleSpec("Metadata", index=0), RuleSpec("None", verbs=("get",), index=1)))
+    >>> spec = PolicySpec(rules=(RuleSpec("Metadata", index=0),
+    ...                          RuleSpec("None", verbs=("get",), index=1)))
     >>> find_shadowed(spec)[0].by
     0
     """
@@ -51,7 +52,8 @@ def find_shadowed(spec: PolicySpec) -> list[Shadow]:
 def covers(a: RuleSpec, b: RuleSpec) -> bool:
     """Does every request that rule ``b`` matches also match rule ``a``?
 
-    >>> covers(RuleSpec("None", users=("x", "y")), RuleSpec("Metadata", users=("x",), verbs=("get",)))
+    >>> covers(RuleSpec("None", users=("x", "y")),
+    ...        RuleSpec("Metadata", users=("x",), verbs=("get",)))
     True
     """
     if not (_list_covers(a.users, b.users) and _list_covers(a.user_groups, b.user_groups)):

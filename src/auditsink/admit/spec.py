@@ -248,7 +248,8 @@ class _Reader:
             if not url.startswith("/"):
                 self.error(
                     path + ("nonResourceURLs", i),
-                    f'Invalid value: "{url}": non-resource URL rules must begin with a "/" character',
+                    f'Invalid value: "{url}": non-resource URL rules must begin with a "/" '
+                    "character",
                 )
             if url and "*" in url[:-1]:
                 self.error(

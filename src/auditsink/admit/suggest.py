@@ -137,7 +137,8 @@ def _blocks(identities: tuple[list[str], list[str]]) -> list[_Block]:
         blocks.append(
             _Block(
                 [
-                    "Read-only traffic of control-plane components (users seen reading in the traffic):",
+                    "Read-only traffic of control-plane components (users seen reading in the "
+                    "traffic):",
                     "the bulk of the volume.",
                 ],
                 [

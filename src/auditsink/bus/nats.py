@@ -74,7 +74,8 @@ def parse_servers(value: str) -> list[str]:
     servers = [part.strip() for part in value.split(",") if part.strip()]
     for server in servers:
         if "://" not in server:
-            raise BusError(f"--bus {server!r}: expected nats://HOST:PORT (comma-separated for a cluster)")
+            raise BusError(f"--bus {server!r}: expected nats://HOST:PORT (comma-separated for "
+                           "a cluster)")
     if not servers:
         raise BusError("--bus: expected nats://HOST:PORT[,nats://HOST:PORT...]")
     return servers
@@ -268,7 +269,8 @@ class NatsBus:
         future.add_done_callback(lambda _: self._release(len(items)))
         return asyncio.wrap_future(future)
 
-    def write(self, items: list[Item], cluster: str = "", bad: Sequence[BadItem] = ()) -> WriteResult:
+    def write(self, items: list[Item], cluster: str = "",
+              bad: Sequence[BadItem] = ()) -> WriteResult:
         """Publish from a plain thread and wait for JetStream's acknowledgement."""
         if self._loop is None:
             raise StoreError("the bus is not open")
@@ -361,7 +363,8 @@ class NatsBus:
             except (TimeoutError, nats.errors.Error) as exc:
                 self.stream_ok = False
                 if was_ok:
-                    log.warning("stream %s is not answering: %s", self.config.stream, _describe(exc))
+                    log.warning("stream %s is not answering: %s", self.config.stream,
+                                _describe(exc))
                 continue
             self.stream_ok = True
             self.pending_messages = info.state.messages
@@ -376,7 +379,8 @@ class NatsBus:
         metrics.gauge("auditsink_bus_pending_messages",
                       "Batches in the stream not yet stored by a worker (the bus lag).",
                       lambda: self.pending_messages)
-        metrics.gauge("auditsink_bus_stream_bytes", "Size of the stream.", lambda: self.stream_bytes)
+        metrics.gauge("auditsink_bus_stream_bytes", "Size of the stream.",
+                      lambda: self.stream_bytes)
 
 
 def _describe(exc: BaseException) -> str:

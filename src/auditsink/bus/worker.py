@@ -107,8 +107,10 @@ class Worker:
                     await js.add_consumer(self.config.stream, config)
                 except nats.js.errors.BadRequestError as exc:
                     # Exists with other settings (an older worker's ack_wait): use it as it is.
-                    log.warning("using the existing consumer %s: %s", self.consumer, exc.description)
-                return await js.pull_subscribe_bind(durable=self.consumer, stream=self.config.stream)
+                    log.warning("using the existing consumer %s: %s", self.consumer,
+                                exc.description)
+                return await js.pull_subscribe_bind(durable=self.consumer,
+                                                    stream=self.config.stream)
             except BusError:
                 raise
             except (TimeoutError, nats.errors.Error) as exc:
@@ -123,7 +125,8 @@ class Worker:
                 items, cluster, bad = decode(msg.data)
             except ValueError as exc:
                 # Redelivering it would fail the same way forever: drop it, loudly.
-                log.error("dropping message %s of stream %s: %s", _seq(msg), self.config.stream, exc)
+                log.error("dropping message %s of stream %s: %s", _seq(msg), self.config.stream,
+                          exc)
                 self.stats.dropped += 1
                 await _reply(msg.term())
                 continue

@@ -11,7 +11,10 @@ import click
 from auditsink import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "AUDITSINK"})
+# auto_envvar_prefix gives the options that are not settings (query --limit) the names
+# AUDITSINK_<COMMAND>_<OPTION> they always had; settings have AUDITSINK_<NAME> (settings.py).
+@click.group(context_settings={"help_option_names": ["-h", "--help"],
+                               "auto_envvar_prefix": "AUDITSINK"})
 @click.version_option(__version__, prog_name="auditsink")
 def main() -> None:
     """auditsink: receive, store, query and watch kube-apiserver audit events."""

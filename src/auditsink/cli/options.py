@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 
 import click
 
-from auditsink.settings import SETTINGS_BY_NAME, Setting, Settings, SettingsError, for_command, read_config
+from auditsink.settings import (
+    SETTINGS_BY_NAME, Setting, Settings, SettingsError, for_command, read_config,
+)
 
 F = Callable[..., Any]
 T = TypeVar("T")

@@ -40,7 +40,8 @@ def serve_command(**kwargs: Any) -> None:
 @click.option("--cluster", default="", help="Cluster name to record the events under.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="none", show_default=True,
               help="Also print the imported events.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: when stderr is a terminal).")
 @click.option("--notify", is_flag=True,
               help="Have the notifiers of the next `serve` notify alerts about these events, "
               "however old (by default history is left alone).")
