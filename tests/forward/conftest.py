@@ -21,3 +21,7 @@ def fixture_store(tmp_path: Path, fixtures_dir: Path) -> Iterator[SQLiteStore]:
     store.write(items, cluster="prod")
     yield store
     store.close()
+
+
+# The PostgreSQL server of the store tests, for the two-replica output test.
+from store.conftest import postgres_server, postgres_url  # noqa: E402,F401
