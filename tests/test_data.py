@@ -7,7 +7,7 @@ import pytest
 from conftest import DATA, SHARED
 
 # Captured or recorded for this repository, not copied: each directory's README says how.
-ORIGINALS = ("rbac", "kube-identity")
+ORIGINALS = ("rbac", "kube-identity", "rules")
 COPIES = sorted(p.relative_to(DATA) for p in DATA.rglob("*")
                 if p.is_file() and p != DATA / "README.md"
                 and p.relative_to(DATA).parts[0] not in ORIGINALS)

@@ -164,8 +164,18 @@ DETECTION_CASES = [
         "Metadata",
     ),
     ({**ALICE, "verb": "delete", "resource": "pods"}, "Metadata"),
-    ({**ALICE, "verb": "list", "resource": "pods"}, "None"),
-    ({**ALICE, "verb": "get", "group": "rbac.authorization.k8s.io", "resource": "roles"}, "None"),
+    # People's reads stay (at Metadata): a policy cannot see whom a request impersonates.
+    ({**ALICE, "verb": "list", "resource": "pods"}, "Metadata"),
+    ({**ALICE, "verb": "get", "group": "rbac.authorization.k8s.io", "resource": "roles"},
+     "Metadata"),
+    # A request that failed authentication has no user at all (a 401).
+    ({"user": "", "groups": [], "verb": "list", "resource": "namespaces"}, "Metadata"),
+    # The cluster's machinery reads all day: dropped.
+    ({"user": "system:serviceaccount:apps:operator",
+      "groups": ["system:serviceaccounts", "system:serviceaccounts:apps", "system:authenticated"],
+      "verb": "watch", "resource": "configmaps"}, "None"),
+    ({"user": "system:kube-controller-manager", "groups": ["system:authenticated"],
+      "verb": "list", "resource": "pods"}, "None"),
     ({**ALICE, "verb": "get", "path": "/apis/apps/v1"}, "None"),
     ({**ALICE, "verb": "get", "path": "/healthz"}, "None"),
     ({**NODE, "verb": "watch", "resource": "secrets"}, "None"),
