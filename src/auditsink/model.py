@@ -347,11 +347,19 @@ def _is_utf8(data: bytes) -> bool:
 def iter_file_bodies(path: str) -> Iterator[bytes]:
     """Yield bodies from a file: an audit log (plain or .gz, one event per line) or an EventList.
 
-    Audit logs are read in chunks of lines so that huge files never sit in memory whole.
+    Audit logs are read in chunks of lines so that huge files never sit in memory whole. A
+    first line that is the tail of an event (a log copied mid-line) comes alone, as a body
+    that :func:`decode_body` refuses, so that it costs no other event.
     """
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as fh:
         head = fh.read(1 << 16)
+        first, newline, after = head.lstrip().partition(b"\n")
+        if newline and first[:1] not in (b"{", b"[") and after.lstrip()[:1] == b"{":
+            # A log copied from the middle of a line: its first line is the tail of an event.
+            # Alone, it is one unreadable body; the lines after it are read as usual.
+            yield first
+            head = after
         rest_is_lines = b"\n" in head.strip() and head.lstrip()[:1] == b"{"
         if not rest_is_lines:
             yield head + fh.read()

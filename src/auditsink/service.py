@@ -27,7 +27,7 @@ from typing import Any
 
 from auditsink.selector import SelectorError, compile_predicate, parse_match
 from auditsink.logs import setup_logging
-from auditsink.model import BodyError, decode_body, iter_file_bodies
+from auditsink.model import BodyError, decode_body, iter_file_bodies, snippet
 from auditsink.pipeline import Pipeline
 from auditsink.printer import Printer
 from auditsink.receive.metrics import Metrics
@@ -444,13 +444,31 @@ async def _run_worker(worker: Any, metrics_address: tuple[str, int] | None,
 
 
 @dataclass
+class FileImport:
+    """What ``auditsink import`` made of one file."""
+
+    path: str
+    stored: int = 0
+    duplicates: int = 0
+    unreadable: int = 0
+    #: parts of the file that could not be read at all, each said with its place in the file
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Nothing of the file could be read (not an audit log, unreadable gzip, ...)."""
+        return bool(self.errors) and not (self.stored or self.duplicates)
+
+
+@dataclass
 class ImportResult:
-    """What ``auditsink import`` did."""
+    """What ``auditsink import`` did, in all and file by file."""
 
     stored: int = 0
     duplicates: int = 0
     unreadable: int = 0
     where: str = "nowhere"
+    files: list[FileImport] = field(default_factory=list)
 
 
 def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
@@ -460,6 +478,8 @@ def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
     """Import audit-log and EventList files through the same pipeline as ``serve``.
 
     Safe to re-run: the store deduplicates. ``on_progress`` gets the bytes read so far.
+    A file (or part of one) that cannot be read is reported in its :class:`FileImport` and
+    the import goes on with the rest: what was read is committed either way.
     Notifiers leave imported history alone (it is older than their start); with ``notify``
     the alerts about what this import stored are notified however old (notify/base.py).
     """
@@ -469,17 +489,32 @@ def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
     first = store.last_id() + 1 if notify and store is not None else 0  # type: ignore[attr-defined]
     try:
         for path in files:
-            for body in iter_file_bodies(path):
-                try:
-                    items, bad = decode_body(body)
-                except BodyError as exc:
-                    raise ServiceError(f"{path}: {exc}") from None
-                written = pipeline.ingest_sync(items, bad, cluster)
-                result.stored += written.stored
-                result.duplicates += written.duplicates
-                result.unreadable += len(bad)
-                if on_progress is not None:
-                    on_progress(len(body))
+            done = FileImport(path)
+            result.files.append(done)
+            offset = 0
+            try:
+                for body in iter_file_bodies(path):
+                    offset += len(body)
+                    if on_progress is not None:
+                        on_progress(len(body))
+                    try:
+                        items, bad = decode_body(body)
+                    except BodyError as exc:
+                        where = "line 1" if offset == len(body) and b"\n" not in body.rstrip(b"\n") else (
+                            f"bytes {offset - len(body)}-{offset}")
+                        done.errors.append(f"{path}: {where}: {exc}; starts with "
+                                           f"{snippet(body, 60)!r}")
+                        done.unreadable += 1
+                        continue
+                    written = pipeline.ingest_sync(items, bad, cluster)
+                    done.stored += written.stored
+                    done.duplicates += written.duplicates
+                    done.unreadable += len(bad)
+            except (OSError, EOFError) as exc:  # unreadable file, bad or truncated gzip
+                done.errors.append(f"{path}: cannot read it: {exc}")
+            result.stored += done.stored
+            result.duplicates += done.duplicates
+            result.unreadable += done.unreadable
         if notify and store is not None:
             from auditsink.notify.base import include_for_notifiers
 

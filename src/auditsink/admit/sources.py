@@ -8,14 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from auditsink.model import BadItem, Item, decode_body, iter_file_bodies
+from auditsink.model import BadItem, BodyError, Item, decode_body, iter_file_bodies, snippet
 
 
 def iter_file_items(paths: Iterable[str], bad: list[BadItem] | None = None) -> Iterator[Item]:
-    """Every decodable event in ``paths``, in file order; undecodable ones go to ``bad``."""
+    """Every decodable event in ``paths``, in file order; undecodable ones go to ``bad``.
+
+    A part of a file that is not audit events at all (a file that is not JSON, a log copied
+    mid-line, an unreadable gzip) goes to ``bad`` too, its error naming the file.
+    """
     for path in paths:
-        for body in iter_file_bodies(path):
-            good, errors = decode_body(body)
+        try:
+            for body in iter_file_bodies(path):
+                try:
+                    good, errors = decode_body(body)
+                except BodyError as exc:
+                    good, errors = [], [BadItem(index=0, error=f"{path}: {exc}",
+                                                snippet=snippet(body))]
+                if bad is not None:
+                    bad.extend(errors)
+                yield from good
+        except (OSError, EOFError) as exc:
             if bad is not None:
-                bad.extend(errors)
-            yield from good
+                bad.append(BadItem(index=0, error=f"{path}: cannot read it: {exc}", snippet=""))

@@ -21,12 +21,12 @@ def open_existing_store(url: str) -> Store:
 
     from auditsink.store.sqlite import path_from_url
 
-    if url.startswith("sqlite:") and not os.path.exists(path_from_url(url)):
-        raise click.ClickException(
-            f"no store at {path_from_url(url)}: run `auditsink serve` or `auditsink import` first, "
-            "or pass --store sqlite:///PATH"
-        )
     try:
+        if url.startswith("sqlite:") and not os.path.exists(path_from_url(url)):
+            raise click.ClickException(
+                f"no store at {path_from_url(url)}: run `auditsink serve` or `auditsink import` "
+                "first, or pass --store sqlite:///PATH"
+            )
         store = open_store(url)
         store.open(start_writer=False)  # type: ignore[call-arg]
     except StoreError as exc:

@@ -101,7 +101,7 @@ def simulate(policy_file: str, fmt: str, event_files: tuple[str, ...], store_url
         for _ in outcomes:
             pass
         click.echo(format_report(sim))
-    _report_bad(bad)
+    _report_bad(bad, sim.total.events)
 
 
 @policy.command()
@@ -121,7 +121,7 @@ def suggest(event_files: tuple[str, ...], store_url: str, **selector_flags: Any)
         f"it cuts {sim.cut_percent:.1f}% of the volume.",
         err=True,
     )
-    _report_bad(bad)
+    _report_bad(bad, total.events)
 
 
 def _load(file: str) -> Policy:
@@ -136,6 +136,9 @@ def _load(file: str) -> Policy:
     return loaded
 
 
-def _report_bad(bad: list[BadItem]) -> None:
+def _report_bad(bad: list[BadItem], events: int) -> None:
     if bad:
         click.echo(f"skipped {len(bad)} undecodable event(s); first: {bad[0].error}", err=True)
+        if not events:
+            # Nothing could be read: an empty report would look like an answer.
+            raise click.ClickException("no audit events could be read from the input")

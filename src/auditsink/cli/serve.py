@@ -61,5 +61,19 @@ def import_command(files: tuple[str, ...], cluster: str, fmt: str, progress: boo
                            hidden=not show) as bar:
         result = call_service(service.import_files, settings, files, cluster, fmt, bar.update,
                               notify)
+    several = len(result.files) > 1
+    for done in result.files:
+        for error in done.errors:
+            click.echo(f"error: {error}", err=True)
+        if several or done.errors:
+            click.echo(f"{done.path}: {done.stored} stored, {done.duplicates} already there, "
+                       f"{done.unreadable} unreadable" + (" (nothing readable)" if done.failed
+                                                          else ""), err=True)
     click.echo(f"imported {result.stored} events into {result.where} ({result.duplicates} already "
                f"there, {result.unreadable} unreadable)", err=True)
+    failed = [done.path for done in result.files if done.failed]
+    if failed:
+        # What was read is committed; the exit status says some input was not.
+        click.echo(f"{len(failed)} of {len(result.files)} file(s) could not be read: "
+                   f"{', '.join(failed)}", err=True)
+        sys.exit(1)
