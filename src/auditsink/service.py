@@ -119,13 +119,15 @@ def build_consumers(store: Store | None, settings: Settings, rules: bool,
     consumers: list[Any] = []
     if rules:
         from auditsink.detect import Detector
-        from auditsink.rules.engine import load_rules
+        from auditsink.rules.engine import RuleLoadError, load_rule_files
         from auditsink.rules.stateful import StatefulDetectors
 
         try:
-            ruleset = load_rules(list(settings.rules) or None)
-        except ValueError as exc:
+            ruleset = load_rule_files(settings.rules, default=not settings.no_default_rules)
+        except RuleLoadError as exc:
             raise ServiceError(str(exc)) from None
+        except ValueError as exc:
+            raise SettingsError(str(exc), "no_default_rules") from None
         consumers.append(Detector(store, ruleset, stateful=StatefulDetectors()))
     elif settings.notify:
         raise SettingsError("--notify sends the alerts of the rules: drop --no-rules")

@@ -124,8 +124,12 @@ class Settings:
 
     # -- rules and notifiers (rules/, detect.py, notify/) -----------------------------------
     rules: tuple[str, ...] = _setting(
-        (), "Falco-format rule files for the k8s_audit source (repeatable; default: the "
-        "built-in rules). worker: with --detect.", (SERVE, WORKER), file=True)
+        (), "Falco-format rule files for the k8s_audit source, loaded after the built-in rules "
+        "to tune or extend them (repeatable, in order). worker: with --detect.", (SERVE, WORKER),
+        file=True)
+    no_default_rules: bool = _setting(
+        False, "Leave the built-in rules out: only the --rules files (e.g. Falco's own "
+        "k8s_audit_rules.yaml).", (SERVE, WORKER))
     no_rules: bool = _setting(False, "Do not evaluate detection rules.", SERVE)
     detect: bool = _setting(
         False, "Also run the detection rules on the store (one process at a time runs them; "

@@ -34,6 +34,7 @@ def test_test_json_with_upstream_rules(falco_dir: Path) -> None:
         "test",
         "--format",
         "json",
+        "--no-default-rules",
         "--rules",
         str(falco_dir / "k8s_audit_rules.yaml"),
         "--rules",
@@ -74,7 +75,8 @@ def test_list_default_and_custom(falco_dir: Path, tmp_path: Path) -> None:
     disable = tmp_path / "off.yaml"
     disable.write_text("- rule: Disallowed K8s User\n  enabled: false\n")
     code, out, err = invoke(
-        "rules", "list", "--rules", str(falco_dir / "k8s_audit_rules.yaml"), "--rules", str(disable)
+        "rules", "list", "--no-default-rules", "--rules", str(falco_dir / "k8s_audit_rules.yaml"),
+        "--rules", str(disable)
     )
     assert code == 0
     assert "disabled  Disallowed K8s User" in out

@@ -6,21 +6,32 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import click
 
 from auditsink.cli.group import main
 from auditsink.model import BodyError, BodyTooLarge, decode_body, iter_file_bodies
-from auditsink.rules import BUILTIN, PRIORITIES, RuleLoadError, RuleSet, at_least, load_rules
+from auditsink.rules import (
+    BUILTIN, PRIORITIES, RuleLoadError, RuleSet, at_least, load_rule_files, load_rules,
+)
 from auditsink.rules.stateful import StatefulDetectors
 
-_RULES = click.option(
-    "--rules",
-    "rule_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Rule file (repeatable, loaded in order). Default: the built-in rules.",
-)
+def _RULES(f: Any) -> Any:
+    """``--rules FILE...`` on top of the built-in rules, ``--no-default-rules`` without them."""
+    f = click.option(
+        "--no-default-rules",
+        is_flag=True,
+        help="Leave the built-in rules out: only the --rules files.",
+    )(f)
+    return click.option(
+        "--rules",
+        "rule_files",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Rule file loaded after the built-in rules, to tune or extend them "
+        "(repeatable, in order).",
+    )(f)
 
 
 @main.group()
@@ -28,12 +39,14 @@ def rules() -> None:
     """Test, list and check detection rules (Falco format, source k8s_audit)."""
 
 
-def _load(rule_files: tuple[str, ...]) -> RuleSet:
+def _load(rule_files: tuple[str, ...], no_default_rules: bool) -> RuleSet:
     try:
-        return load_rules(list(rule_files) if rule_files else None)
+        return load_rule_files(rule_files, default=not no_default_rules)
     except RuleLoadError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _events(files: tuple[str, ...], problems: list[str]) -> Iterator[bytes]:
@@ -83,13 +96,14 @@ def _events(files: tuple[str, ...], problems: list[str]) -> Iterator[bytes]:
 )
 def test_cmd(
     rule_files: tuple[str, ...],
+    no_default_rules: bool,
     fmt: str,
     min_priority: str,
     stateful: bool,
     event_files: tuple[str, ...],
 ) -> None:
     """Run the rules over EVENT_FILES (audit logs, EventLists, .gz) and print what fires."""
-    ruleset = _load(rule_files)
+    ruleset = _load(rule_files, no_default_rules)
     bursts = StatefulDetectors() if stateful else StatefulDetectors([])
     minimum = min_priority.upper()
     problems: list[str] = []
@@ -124,9 +138,9 @@ def test_cmd(
 
 @rules.command("list")
 @_RULES
-def list_cmd(rule_files: tuple[str, ...]) -> None:
+def list_cmd(rule_files: tuple[str, ...], no_default_rules: bool) -> None:
     """List the enabled rules (priority, name, tags), then the disabled and skipped ones."""
-    ruleset = _load(rule_files)
+    ruleset = _load(rule_files, no_default_rules)
     for rule in ruleset.rules:
         click.echo(f"{rule.priority:<9} {rule.name}  [{', '.join(rule.tags)}]")
     for off in ruleset.disabled:

@@ -12,6 +12,7 @@ from auditsink.rules.engine import (
     Detection,
     EventContext,
     RuleSet,
+    load_rule_files,
     load_rules,
     load_rules_text,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "RuleSet",
     "StatefulDetectors",
     "at_least",
+    "load_rule_files",
     "load_rules",
     "load_rules_text",
     "parse_priority",

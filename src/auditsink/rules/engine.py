@@ -223,6 +223,17 @@ def load_rules(paths: Sequence[str | Path] | None = None, rule_matching: str = "
     return compile_rules(coll, rule_matching)
 
 
+def load_rule_files(paths: Sequence[str | Path] = (), default: bool = True,
+                    rule_matching: str = "all") -> RuleSet:
+    """The built-in rules, then ``paths`` on top (they tune or extend them); with
+    ``default=False``, ``paths`` alone (Falco's own rule file, say). Raises
+    :class:`RuleLoadError`, or ``ValueError`` when that leaves no file at all."""
+    files = ([BUILTIN] if default else []) + list(paths)
+    if not files:
+        raise ValueError("no rules to load: --no-default-rules needs at least one --rules FILE")
+    return load_rules(files, rule_matching)
+
+
 def load_rules_text(texts: Iterable[tuple[str, str]]) -> RuleSet:
     """Like :func:`load_rules` from (name, YAML text) pairs."""
     coll = Collection()
