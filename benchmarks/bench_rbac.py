@@ -1,15 +1,16 @@
 """How fast `rbac suggest` and `rbac diff` read a window of the store (issue 14).
 
-They read every event of the window (the store indexes the authenticated user only, and an
-impersonated request carries the impersonator there), so the figure that matters is events per
-second through :func:`auditsink.rbac.request.observe`, against the baseline of reading the same
-events from the store and doing nothing with them.
+For a user or service account they read its requests through the store's by-or-as user index;
+for groups, and a diff of every subject, they read every event of the window, so the figure
+that matters is events per second through :func:`auditsink.rbac.request.observe`, against the
+baseline of reading the same events from the store and doing nothing with them.
 
 Builds (once, cached) a SQLite store of generated events (benchmarks.generate_data), then, in
 the same run, times:
 
 - baseline: ``store.iter_all`` over every event, bytes only;
-- suggest: ``observe`` for one service account (prometheus) and ``suggest`` on it;
+- suggest: ``observe`` for one service account (prometheus, through the user index) and
+  ``suggest`` on it;
 - diff: ``observe`` for every subject of a real API server's bindings
   (tests/data/rbac/granted-harness.yaml, 50 bindings) and ``diff_subject`` for each.
 

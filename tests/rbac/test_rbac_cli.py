@@ -188,3 +188,17 @@ def test_load_needs_a_store_and_a_source(tmp_path: Path) -> None:
                                 code=1).output
     assert "--granted FILE... or --kubeconfig FILE" in run("rbac", "load", "--store", missing,
                                                            code=2).output
+
+
+def test_the_store_finds_what_an_impersonator_needed(store: str) -> None:
+    # admin made the requests as carol and as robot: each needed admin's impersonate.
+    docs = list(yaml.safe_load_all(run("rbac", "suggest", "--store", store, "--user",
+                                       "admin").output))
+    assert docs[0]["kind"] == "ClusterRole"
+    assert docs[0]["rules"] == [
+        {"apiGroups": [""], "resources": ["users"], "resourceNames": ["carol"],
+         "verbs": ["impersonate"]}]
+    assert docs[2]["kind"] == "Role" and docs[2]["metadata"]["namespace"] == "work"
+    assert docs[2]["rules"] == [
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": ["robot"],
+         "verbs": ["impersonate"]}]

@@ -27,7 +27,8 @@ from urllib.parse import unquote
 import msgspec
 
 from auditsink.rbac.identity import SA_PREFIX, Identity, acting_user
-from auditsink.store.base import Selector, Store
+from auditsink.selector import Selector
+from auditsink.store.base import Store
 
 Outcome = Literal["allowed", "denied", "unknown"]
 DECISION = "authorization.k8s.io/decision"
@@ -275,15 +276,19 @@ def _add_impersonation(cluster: str, facts: AuditFacts, by_user: dict[str, list[
 
 
 def candidates(selector: Selector, identities: Iterable[Identity]) -> Selector:
-    """The store selection that holds every event of ``identities``.
+    """The store selection that holds every event of ``identities``: the given selector,
+    narrowed to the users' requests when no identity is a group.
 
-    The store indexes the authenticated user only, and an impersonated request carries the
-    impersonator there, so for now every event of the window is read and the acting identity
-    is decided per event (:func:`acting_user`). The identities are the parameter so that the
-    store's own impersonated-user selection can narrow this when it exists.
+    ``users`` selects requests made by *or as* a user (selector.py): the requests a user or
+    service account acted as, and the ones it made as someone else, whose ``impersonate`` it
+    needed. A group's members are known per event only, and the store indexes the
+    authenticated user's groups, not the impersonated user's: a group reads the whole window.
+    The acting identity is then decided per event (:func:`acting_user`).
     """
-    del identities
-    return dataclasses.replace(selector, users=[], groups=[])
+    wanted = list(identities)
+    if not wanted or any(identity.kind == "Group" for identity in wanted):
+        return dataclasses.replace(selector, users=[], groups=[])
+    return dataclasses.replace(selector, users=sorted({i.username for i in wanted}), groups=[])
 
 
 def observe(store: Store, selector: Selector,
