@@ -114,10 +114,15 @@ def describe(rule: Rule) -> str:
     'get,list deployments.apps [web]'
     >>> describe(Rule(("get",), non_resource_urls=("/metrics",)))
     'get /metrics'
+    >>> describe(Rule(("*",), non_resource_urls=("*",)))
+    '* URLs *'
     """
     verbs = ",".join(rule.verbs)
     if rule.non_resource_urls:
-        return f"{verbs} {','.join(rule.non_resource_urls)}"
+        urls = ",".join(rule.non_resource_urls)
+        # "* *" would read as every resource: say it is URLs when one is not a path.
+        what = urls if all(u.startswith("/") for u in rule.non_resource_urls) else f"URLs {urls}"
+        return f"{verbs} {what}"
     what = ",".join(f"{r}.{g}" if g else r for g in rule.api_groups for r in rule.resources)
     names = f" [{','.join(rule.resource_names)}]" if rule.resource_names else ""
     return f"{verbs} {what}{names}"

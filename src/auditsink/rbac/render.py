@@ -12,6 +12,8 @@ from auditsink.rbac._text import one_line
 from auditsink.rbac.suggest import VERB_EXPANSIONS, Suggestion
 
 MAX_LISTED = 10
+# libyaml's emitter when PyYAML has it (10x faster, same output for these plain documents).
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def header(suggestion: Suggestion, selection: str = "") -> list[str]:
@@ -59,7 +61,7 @@ def render(suggestions: Sequence[Suggestion], selection: str = "") -> str:
     chunks: list[str] = []
     for suggestion in suggestions:
         comment = "".join(f"# {one_line(line)}\n" for line in header(suggestion, selection))
-        docs = [yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
-                for doc in suggestion.objects()]
+        docs = [yaml.dump(doc, Dumper=_DUMPER, sort_keys=False, default_flow_style=False,
+                          width=1000) for doc in suggestion.objects()]
         chunks.append(comment + "---\n".join(docs))
     return "---\n".join(chunks)

@@ -6,6 +6,7 @@ from typing import Any
 
 from auditsink.store.base import AlertSelector, Selector, Store
 from auditsink.web import urls
+from auditsink.web.views import rbac
 from auditsink.web.views._common import Query, alert_row, event_row, first, time_range
 
 # Requests are counted once, when they completed (RequestReceived would count them twice).
@@ -52,4 +53,5 @@ def view(store: Store, query: Query, username: str) -> dict[str, Any]:
         "failures": [event_row(e) for e in failed],
         "alerts": [alert_row(a) for a in alerts],
         "events_url": urls.events_url(**window),
+        "rbac": rbac.section(store, username, cluster, span["since_us"], span["until_us"]),
     }
