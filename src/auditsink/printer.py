@@ -6,6 +6,7 @@ import sys
 from typing import IO, Any
 
 from auditsink.model import Event, Item, to_log_line
+from auditsink.textsafe import printable
 
 FORMATS = ("text", "json", "none")
 
@@ -33,7 +34,8 @@ def text_line(event: Event, cluster: str = "") -> str:
         user = f"{user} as {event.impersonatedUser.username}"
     code = str(event.code) if event.code else "-"
     prefix = f"[{cluster}] " if cluster else ""
-    return f"{event.stageTimestamp} {prefix}{user} {event.verb} {what} {target} {code}"
+    # Every field comes from the sender: escape control characters (one event, one line).
+    return printable(f"{event.stageTimestamp} {prefix}{user} {event.verb} {what} {target} {code}")
 
 
 class Printer:

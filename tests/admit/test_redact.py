@@ -129,3 +129,83 @@ def test_end_to_end_nothing_secret_reaches_store_or_stdout(
     assert SECRET not in server.stderr()
     raw_db = b"".join(p.read_bytes() for p in tmp_path.glob("auditsink.db*"))
     assert SECRET.encode() not in raw_db and SECRET_B64.encode() not in raw_db
+
+
+# -- tokens: TokenRequest and TokenReview carry live bearer credentials -------------------------
+# tests/data/token-bodies.jsonl: the webhook bodies of a real kube-apiserver v1.20.2 (the harness
+# in ../shared/kube, a throwaway cluster) while kubectl created a ServiceAccount, asked for a
+# token (POST .../serviceaccounts/robot/token) and reviewed it (POST .../tokenreviews), at
+# RequestResponse level.
+TOKEN_BODIES = Path(__file__).resolve().parents[1] / "data" / "token-bodies.jsonl"
+
+
+def _issued_token() -> str:
+    for line in TOKEN_BODIES.read_bytes().splitlines():
+        for item in json.loads(line)["items"]:
+            ref = item["objectRef"]
+            if ref.get("subresource") == "token":
+                return str(item["responseObject"]["status"]["token"])
+    raise AssertionError("the capture holds no TokenRequest")
+
+
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.payload.signature"
+TOKEN_CASES = {
+    "token request": dict(_event("create", {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                                            "spec": {"audiences": ["api"]}},
+                                 {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                                  "spec": {"audiences": ["api"]},
+                                  "status": {"token": TOKEN, "expirationTimestamp": "2026-11-26T11:00:00Z"}}),
+                          objectRef={"resource": "serviceaccounts", "subresource": "token",
+                                     "namespace": "demo", "name": "robot", "apiVersion": "v1"}),
+    "token review": dict(_event("create", {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                                           "spec": {"token": TOKEN}},
+                                {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                                 "spec": {"token": TOKEN}, "status": {"authenticated": True}}),
+                         objectRef={"resource": "tokenreviews", "apiGroup": "authentication.k8s.io",
+                                    "apiVersion": "v1"}),
+    "v1beta1 token review": dict(_event("create", {"kind": "TokenReview",
+                                                   "apiVersion": "authentication.k8s.io/v1beta1",
+                                                   "spec": {"token": TOKEN}}),
+                                 objectRef={"resource": "tokenreviews", "apiGroup": "authentication.k8s.io",
+                                            "apiVersion": "v1beta1"}),
+}
+
+
+def test_every_token_shape_is_redacted() -> None:
+    for label, event in TOKEN_CASES.items():
+        items, bad = decode_body(json.dumps([event]).encode())
+        assert not bad
+        text = redact_item(items[0]).raw.decode()
+        assert TOKEN not in text, label
+        assert '"token":"<redacted>"' in text, label
+        assert "audiences" in text or "authenticated" in text or "TokenReview" in text, label
+
+
+def test_real_token_bodies_are_redacted() -> None:
+    token = _issued_token()
+    for line in TOKEN_BODIES.read_bytes().splitlines():
+        items, bad = decode_body(line)
+        assert not bad
+        for item in items:
+            assert token not in redact_item(item).raw.decode(), item.event.objectRef
+
+
+def test_token_never_reaches_store_stdout_or_api(server_factory: Any, tmp_path: Path) -> None:
+    token = _issued_token()
+    server = server_factory("--format", "json")
+    bodies = TOKEN_BODIES.read_bytes().splitlines()
+    assert sum(body.count(token.encode()) for body in bodies) == 3  # the sender sent it in clear
+    for body in bodies:
+        status, answer = server.post(body)
+        assert status == 200, answer
+    _, page = server.api_get("/api/v1/events?limit=100")
+    assert len(page["events"]) == 6
+    served = json.dumps(page)
+    assert token not in served
+    kinds = {(e["event"]["objectRef"].get("subresource"), e["event"]["objectRef"]["resource"])
+             for e in page["events"] if "<redacted>" in json.dumps(e)}
+    assert kinds == {("token", "serviceaccounts"), (None, "tokenreviews")}
+    server.stop()
+    assert token not in server.stdout_path.read_text() and token not in server.stderr()
+    raw_db = b"".join(p.read_bytes() for p in tmp_path.glob("auditsink.db*"))
+    assert token.encode() not in raw_db

@@ -1,4 +1,4 @@
-"""Secret redaction: no value of a Secret reaches the store or stdout.
+"""Credential redaction: no Secret value and no token reaches the store or stdout.
 
 What is replaced by :data:`MARKER` in events about ``secrets`` (core group):
 - ``data`` and ``stringData`` values of the Secret (keys are kept: which keys changed matters);
@@ -6,8 +6,15 @@ What is replaced by :data:`MARKER` in events about ``secrets`` (core group):
   keeps the whole manifest in clear text;
 - the same inside lists (``SecretList``, ``Table`` rows with objects) and inside patches:
   JSON patches (arrays of operations) and merge/strategic/apply patches (objects).
-Only events whose ``objectRef.resource`` is ``secrets`` are decoded, so the hot path for
-everything else is one comparison.
+
+What is replaced by :data:`MARKER` in events about tokens (live bearer credentials):
+- ``serviceaccounts/token`` (TokenRequest, authentication.k8s.io/v1): ``status.token`` of the
+  response;
+- every ``authentication.k8s.io`` resource (TokenReview, SelfSubjectReview and any later one):
+  every field named ``token`` at any depth, which covers TokenReview ``spec.token`` in the
+  request and in the response that echoes it.
+Only events whose ``objectRef`` names one of these resources are decoded, so the hot path for
+everything else is one or two comparisons.
 """
 
 from __future__ import annotations
@@ -77,11 +84,53 @@ def _redact_json_patch(ops: list[dict[str, Any]]) -> bool:
     return changed
 
 
-def redact_item(item: Item) -> Item:
-    """Return ``item`` with secret values replaced; the same object when nothing changed."""
-    event = item.event
+AUTHENTICATION_GROUP = "authentication.k8s.io"
+_TOKEN_FIELD = "token"
+
+
+def _redact_tokens(obj: Any) -> bool:
+    """Replace every ``token`` field inside ``obj`` (authentication.k8s.io bodies)."""
+    changed = False
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key == _TOKEN_FIELD:
+                if value != MARKER:
+                    obj[key] = MARKER
+                    changed = True
+            elif isinstance(value, (dict, list)):
+                changed |= _redact_tokens(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            if isinstance(value, dict) and "op" in value and "value" in value and str(
+                value.get("path", "")
+            ).rsplit("/", 1)[-1] == _TOKEN_FIELD:
+                value["value"] = MARKER  # a JSON patch setting a token
+                changed = True
+            elif isinstance(value, (dict, list)):
+                changed |= _redact_tokens(value)
+    return changed
+
+
+def _redactor(event: Event) -> Any:
+    """The redaction that applies to ``event``, or None (the common case)."""
     ref = event.objectRef
-    if ref is None or ref.resource != "secrets" or ref.apiGroup:
+    if ref is None:
+        return None
+    if ref.apiGroup == "":
+        if ref.resource == "secrets":
+            return _redact_object
+        if ref.resource == "serviceaccounts" and ref.subresource == "token":
+            return _redact_tokens
+        return None
+    return _redact_tokens if ref.apiGroup == AUTHENTICATION_GROUP else None
+
+
+def redact_item(item: Item) -> Item:
+    """Return ``item`` with secret values and tokens replaced; the same object when nothing
+    changed."""
+    event = item.event
+    redact = _redactor(event)
+    if redact is None:
         return item
     changed = False
     for field in ("requestObject", "responseObject"):
@@ -91,11 +140,11 @@ def redact_item(item: Item) -> Item:
         try:
             obj = msgspec.json.decode(raw)
         except msgspec.DecodeError:
-            # An unreadable body about a Secret could hold anything: drop it.
+            # An unreadable body about a Secret or a token could hold anything: drop it.
             setattr(event, field, msgspec.Raw(msgspec.json.encode(MARKER)))
             changed = True
             continue
-        if _redact_object(obj):
+        if redact(obj):
             setattr(event, field, msgspec.Raw(msgspec.json.encode(obj)))
             changed = True
     if not changed:
@@ -105,5 +154,4 @@ def redact_item(item: Item) -> Item:
 
 def redacted(event: Event) -> bool:
     """Whether an event is one redaction looks at (for tests and docs)."""
-    ref = event.objectRef
-    return ref is not None and ref.resource == "secrets" and not ref.apiGroup
+    return _redactor(event) is not None

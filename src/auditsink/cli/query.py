@@ -16,6 +16,7 @@ from auditsink.printer import text_line
 from auditsink.selector import SelectorError
 from auditsink.rules.priority import PRIORITIES, RANK, parse_priority
 from auditsink.store.base import AlertSelector, Selector, StoredEvent
+from auditsink.textsafe import printable
 from auditsink.timeutil import format_micros, parse_when
 
 _TABLE_COLUMNS = ("TIME", "CLUSTER", "USER", "VERB", "RESOURCE", "NAMESPACE/NAME", "CODE", "STAGE")
@@ -44,7 +45,7 @@ def print_events(events: list[StoredEvent], fmt: str, header: bool = True) -> No
         for e in events:
             out.write(text_line(decode_item(e.raw), e.cluster) + "\n")
     else:
-        rows = [_row(e) for e in events]
+        rows = [tuple(map(printable, _row(e))) for e in events]
         if header:
             rows.insert(0, _TABLE_COLUMNS)
         widths = [max(len(r[i]) for r in rows) for i in range(len(_TABLE_COLUMNS))] if rows else []
@@ -127,8 +128,8 @@ def show_command(store_url: str, audit_id: str) -> None:
         raise click.ClickException(f"no events with auditID {audit_id!r} in {store.url}")
     for stored in events:
         doc = json.loads(stored.raw)
-        click.echo(f"--- {doc.get('stage')} {doc.get('stageTimestamp')}"
-                   + (f" cluster={stored.cluster}" if stored.cluster else ""))
+        click.echo(printable(f"--- {doc.get('stage')} {doc.get('stageTimestamp')}"
+                   + (f" cluster={stored.cluster}" if stored.cluster else "")))
         click.echo(json.dumps(doc, indent=2))
 
 
@@ -150,7 +151,7 @@ def stats_command(store_url: str, top: int, fmt: str, **kwargs: Any) -> None:
     for title in ("users", "verbs", "resources", "namespaces"):
         click.echo(f"\ntop {title}:")
         for entry in stats[title]:  # type: ignore[attr-defined]
-            click.echo(f"  {entry['count']:>8}  {entry['value'] or '(none)'}")
+            click.echo(printable(f"  {entry['count']:>8}  {entry['value'] or '(none)'}"))
     click.echo("\nfailures:")
     for entry in stats["failures"]:  # type: ignore[attr-defined]
         click.echo(f"  {entry['count']:>8}  {entry['code']}")
@@ -169,7 +170,7 @@ def rejected_command(store_url: str, limit: int) -> None:
     store = open_existing_store(store_url)
     for entry in store.rejected(limit):
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.time))
-        click.echo(f"{when} {entry.cluster or '-'} {entry.error}\n  {entry.body[:200].decode('utf-8', 'replace')}")
+        click.echo(printable(f"{when} {entry.cluster or '-'} {entry.error}") + "\n  " + printable(entry.body[:200].decode('utf-8', 'replace')))
 
 
 def alert_selector(rules: tuple[str, ...], priority: str | None, clusters: tuple[str, ...],
@@ -212,6 +213,6 @@ def alerts_command(store_url: str, rules: tuple[str, ...], priority: str | None,
         return
     for alert in found:
         cluster = f" [{alert.cluster}]" if alert.cluster else ""
-        click.echo(f"{format_micros(alert.time)}{cluster} {PRIORITIES[alert.priority]:<8} {alert.rule}: "
-                   f"{alert.output}  (auditID {alert.audit_id})")
+        click.echo(printable(f"{format_micros(alert.time)}{cluster} {PRIORITIES[alert.priority]:<8} {alert.rule}: "
+                   f"{alert.output}  (auditID {alert.audit_id})"))
 
