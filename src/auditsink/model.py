@@ -12,11 +12,14 @@ See ../shared/reference/k8s-audit-facts.md sections 1, 4 and 6 for the facts thi
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import msgspec
+
+from auditsink.textsafe import cut
 
 API_VERSION = "audit.k8s.io/v1"
 API_VERSION_V1BETA1 = "audit.k8s.io/v1beta1"
@@ -146,7 +149,23 @@ class BadItem(msgspec.Struct):
 
 
 class BodyError(ValueError):
-    """The body as a whole can never be read; the sender should not expect a different answer."""
+    """The body as a whole can never be read; the sender should not expect a different answer.
+
+    The message is cut to a few hundred characters: it quotes what the sender sent (a 20 MB
+    ``kind`` must not become a 20 MB log line, rejected row and answer).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(cut(message))
+
+
+class TooManyItems(BodyError):
+    """More items in one body than the store queue holds (``--queue-events``)."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} events in one body, more than the {limit} the queue holds")
+        self.count = count
+        self.limit = limit
 
 
 _event_decoder = msgspec.json.Decoder(Event)
@@ -249,6 +268,35 @@ def _split_lines(body: bytes) -> list[msgspec.Raw] | list[bytes]:
     return items
 
 
+# A JSON escape sequence the surrogate repair must look at: an escaped backslash (skipped, so
+# that "\\\\ud800" stays text), a valid surrogate pair (kept), or a lone surrogate (replaced).
+_ESCAPES = re.compile(
+    rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+
+
+def _fix_escape(match: re.Match[bytes]) -> bytes:
+    found = match.group()
+    return found if len(found) != 6 or found == b"\\\\" else b"\\ufffd"
+
+
+def repair_surrogates(data: bytes) -> bytes | None:
+    r"""``data`` with lone UTF-16 surrogate escapes replaced by ``\ufffd``; None if it has none.
+
+    Go's encoding/json (the API server's own decoder) reads ``"\ud800"`` as U+FFFD, so a
+    client can put one in any string it sends and the API server audits it verbatim; msgspec
+    refuses it. Repairing it the way Go reads it keeps the item (and, at the body level, its
+    399 neighbours) instead of losing the batch.
+
+    >>> repair_surrogates(rb'{"a":"\ud800","pair":"\ud83d\ude00","text":"\\ud800"}')
+    b'{"a":"\\ufffd","pair":"\\ud83d\\ude00","text":"\\\\ud800"}'
+    """
+    if b"\\u" not in data:
+        return None
+    repaired = _ESCAPES.sub(_fix_escape, data)
+    return repaired if repaired != data else None
+
+
 def decode_item(raw: bytes) -> Event:
     """Decode one item to a v1 :class:`Event` (v1beta1 is upgraded). Raises msgspec errors."""
     event = _event_decoder.decode(raw)
@@ -275,8 +323,11 @@ def upgrade_v1beta1(event: Event, raw: bytes) -> None:
     event.apiVersion = API_VERSION
 
 
-def decode_body(body: bytes) -> tuple[list[Item], list[BadItem]]:
+def decode_body(body: bytes, max_items: int | None = None) -> tuple[list[Item], list[BadItem]]:
     """Decode a whole body into good items and bad items; only an unreadable body raises.
+
+    ``max_items`` refuses (:class:`TooManyItems`) a body with more items before any is decoded:
+    the decoded events take several times the bytes they came in.
 
     >>> good, bad = decode_body(
     ...     b'[{"level":"Metadata","auditID":"a","stage":"ResponseComplete"}, 7]')
@@ -286,9 +337,18 @@ def decode_body(body: bytes) -> tuple[list[Item], list[BadItem]]:
     good: list[Item] = []
     bad: list[BadItem] = []
     try:
-        raws = split_body(body)
+        try:
+            raws = split_body(body)
+        except BodyError:
+            repaired = repair_surrogates(body)
+            if repaired is None:
+                raise
+            body = repaired
+            raws = split_body(body)
     except RecursionError:
         raise BodyError("JSON nested too deeply") from None
+    if max_items is not None and len(raws) > max_items:
+        raise TooManyItems(len(raws), max_items)
     # Raw object bodies are not UTF-8-checked by the decoder: check the whole body once (fast)
     # and only look item by item when that fails.
     check_items = not _is_utf8(body)
@@ -297,7 +357,14 @@ def decode_body(body: bytes) -> tuple[list[Item], list[BadItem]]:
         try:
             if check_items:
                 bytes(raw).decode("utf-8")
-            event = decode(raw)
+            try:
+                event = decode(raw)
+            except msgspec.DecodeError:
+                repaired = repair_surrogates(bytes(raw))
+                if repaired is None:
+                    raise
+                raw = repaired
+                event = decode(raw)
             if event.kind or event.apiVersion:
                 data = _normalize(event, bytes(raw))
             else:
@@ -311,7 +378,7 @@ def decode_body(body: bytes) -> tuple[list[Item], list[BadItem]]:
             RecursionError,
         ) as exc:
             reason = "JSON nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            bad.append(BadItem(index=index, error=reason, snippet=snippet(bytes(raw))))
+            bad.append(BadItem(index=index, error=cut(reason), snippet=snippet(bytes(raw))))
             continue
         good.append(Item(event=event, raw=data))
     return good, bad
