@@ -14,7 +14,7 @@ from collections.abc import Callable
 from auditsink.admit.redact import redact_item
 from auditsink.model import BadItem, Event, Item
 from auditsink.printer import Printer
-from auditsink.receive.metrics import Metrics
+from auditsink.receive.metrics import OTHER, VERB_LABELS, Metrics
 from auditsink.store.base import Store, WriteResult
 
 log = logging.getLogger("auditsink.pipeline")
@@ -46,6 +46,7 @@ class Pipeline:
         """Filter, apply the server-side policy and redact secrets, in that order."""
         match, policy, redact = self.match, self.policy, self.redact
         counts = self.metrics.events
+        label = self.metrics.cluster_label(cluster)  # labels from fixed sets (receive/metrics.py)
         kept: list[Item] = []
         for item in items:
             event = item.event
@@ -58,7 +59,7 @@ class Pipeline:
                 item = admitted
             if redact:
                 item = redact_item(item)
-            counts[(cluster, event.verb, item.event.level, event.stage)] += 1
+            counts[(label, VERB_LABELS.get(event.verb, OTHER), item.event.level, event.stage)] += 1
             kept.append(item)
         self.metrics.dropped_by_policy += len(items) - len(kept)
         return kept

@@ -46,7 +46,7 @@ class ServiceError(RuntimeError):
 # -- the ingest side: the pipeline every door goes through --------------------------------------
 
 
-def parse_size(value: str) -> int:
+def parse_size(value: str, setting: str = "max_body") -> int:
     """``64MiB``, ``10MB``, ``512k`` or bytes.
 
     >>> parse_size("64MiB")
@@ -59,7 +59,7 @@ def parse_size(value: str) -> int:
         return int(float(number) * scale)
     except ValueError:
         raise SettingsError(f"invalid size {value!r}: use e.g. 64MiB or 1048576",
-                            "max_body") from None
+                            setting) from None
 
 
 def open_store_from(settings: Settings, **options: Any) -> Store:
@@ -261,7 +261,11 @@ def build(settings: Settings) -> Service:
     if options.api_listen and pipeline.store is not None:
         from auditsink.query.api import ReadAPI
 
-        api_app = ReadAPI(pipeline.store, token=options.api_token)
+        from auditsink.receive.hostcheck import HostCheck, served_hosts
+        from auditsink.receive.server import parse_listen
+
+        api_app = HostCheck(ReadAPI(pipeline.store, token=options.api_token),
+                            served_hosts(parse_listen(options.api_listen)[0], settings.api_host))
     link_base = f"http://{options.api_listen}" if api_app else ""
     consumers = build_consumers(pipeline.store, settings, not settings.no_rules, link_base)
     consumers += build_outputs(pipeline.store, settings)
@@ -272,16 +276,16 @@ def build(settings: Settings) -> Service:
     register_gauges(pipeline.metrics, pipeline.store, detector_of(consumers))
     forwarders = outputs_of(consumers)
     if forwarders:
-        from auditsink.forward.metrics import render as render_output_metrics
+        from auditsink.forward.metrics import ForwardCollector
 
-        pipeline.metrics.extra.append(lambda: render_output_metrics(forwarders))
+        pipeline.metrics.register(ForwardCollector(forwarders))  # the process's one registry
     return Service(settings, pipeline, options, api_app, consumers)
 
 
 def _serve_options(settings: Settings) -> ServeOptions:
     """The listeners' options, refusing exposure beyond loopback without TLS and auth."""
     from auditsink.receive.auth import AuthConfigError, Authenticator
-    from auditsink.receive.server import check_exposure, is_loopback, parse_listen
+    from auditsink.receive.server import ListenerLimits, check_exposure, is_loopback, parse_listen
     from auditsink.receive.tls import uvicorn_tls_kwargs
 
     if bool(settings.tls_cert) != bool(settings.tls_key):
@@ -289,7 +293,13 @@ def _serve_options(settings: Settings) -> ServeOptions:
     api_listen = None if settings.api_listen == "none" else settings.api_listen
     options = ServeOptions(listen=settings.listen, api_listen=api_listen,
                            paths=list(settings.path), max_body=parse_size(settings.max_body),
-                           insecure=settings.insecure, body_timeout=settings.body_timeout)
+                           insecure=settings.insecure, body_timeout=settings.body_timeout,
+                           max_events=settings.queue_events,
+                           inflight_budget=parse_size(settings.inflight_budget, "inflight_budget"),
+                           limits=ListenerLimits(
+                               parse_size(settings.max_header_bytes, "max_header_bytes"),
+                               settings.header_timeout, settings.idle_timeout,
+                               settings.tls_handshake_timeout, settings.max_connections))
     if settings.retention:
         try:
             options.retention_seconds = parse_duration(settings.retention)
@@ -425,12 +435,12 @@ async def _run_worker(worker: Any, metrics_address: tuple[str, int] | None,
         from auditsink.bus.metrics import start_metrics_server
 
         try:
-            extra = None
+            collectors = []
             if forwarders:
-                from auditsink.forward.metrics import render as render_output_metrics
+                from auditsink.forward.metrics import ForwardCollector
 
-                extra = lambda: render_output_metrics(forwarders)  # noqa: E731
-            server = await start_metrics_server(*metrics_address, metrics, extra)
+                collectors.append(ForwardCollector(forwarders))
+            server = await start_metrics_server(*metrics_address, metrics, collectors)
         except OSError as exc:
             raise ServiceError(f"--metrics-listen {metrics_address[0]}:{metrics_address[1]}:"
                                f" {exc.strerror or exc}") from None

@@ -89,6 +89,26 @@ class Settings:
     insecure: bool = _setting(
         False, "Allow listening beyond loopback without TLS and authentication.", SERVE)
 
+    # -- limits on both listeners (receive/server.py; docs/security.md) ---------------------
+    max_header_bytes: str = _setting(
+        "64KiB", "Largest request line plus headers (431 above), on both listeners.", SERVE)
+    header_timeout: float = _setting(
+        10.0, "Seconds a client has to send a request's head after its first byte.", SERVE)
+    idle_timeout: float = _setting(
+        75.0, "Seconds an idle connection (kept alive, or one that never sent a byte) stays "
+        "open.", SERVE)
+    tls_handshake_timeout: float = _setting(10.0, "Seconds a TLS handshake may take.", SERVE)
+    max_connections: int = _setting(
+        1000, "Connections per listener; past it the one idle the longest is closed (lowered "
+        "to fit the open-file limit).", SERVE, minimum=1)
+    inflight_budget: str = _setting(
+        "512MiB", "Body bytes (as read, and decompressed) all ingest requests may hold at "
+        "once; 429 above.", SERVE)
+    api_host: tuple[str, ...] = _setting(
+        (), "A name the read API and UI answer to besides the loopback names and the listen "
+        "address (repeatable; checked against Host: DNS-rebinding protection).", SERVE,
+        metavar="NAME")
+
     # -- admit and print (pipeline.py, admit/) ----------------------------------------------
     format: str = _setting(
         "text", "Print each event to stdout: text (one line), json (audit-log line) or none.",

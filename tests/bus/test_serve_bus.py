@@ -57,7 +57,7 @@ def test_acknowledged_after_pubAck_deduplicated_and_stored(
         # The API server's retry of the same body: JetStream's duplicate window drops it.
         assert serve.post(body) == (200, {"stored": 0, "duplicates": 2, "rejected": 1})
         _, metrics = serve.request("GET", "/metrics")
-        assert b"auditsink_bus_up 1" in metrics
+        assert b"auditsink_bus_up 1.0" in metrics
         assert serve.request("GET", "/readyz")[0] == 200
         db = tmp_path / "store.db"
         worker_factory("worker", "--bus", nats_cluster.urls, "--store", f"sqlite:///{db}")
@@ -92,12 +92,12 @@ def test_worker_metrics(tmp_path: Path, nats_cluster: Any, bus_server: Any,
                        "--detect", "--metrics-listen", f"127.0.0.1:{port}")
         assert wait_for_rows(db, 3) == ["m1", "m2", "m3"]
         deadline = time.monotonic() + 10
-        stored = b"\nauditsink_worker_events_stored_total 3\n"
+        stored = b"\nauditsink_worker_events_stored_total 3.0\n"
         while stored not in (text := _get(port, "/metrics")[1]):
             assert time.monotonic() < deadline, text.decode()
             time.sleep(0.1)
-        assert b"\nauditsink_worker_batches_total 1\n" in text
-        assert b"\nauditsink_rules_active 1\n" in text  # the only worker, so it runs the rules
+        assert b"\nauditsink_worker_batches_total 1.0\n" in text
+        assert b"\nauditsink_rules_active 1.0\n" in text  # the only worker, so it runs the rules
         assert b"# TYPE auditsink_bus_waiting_batches gauge" in text
         assert _get(port, "/healthz")[0] == 200
         assert _get(port, "/nope")[0] == 404

@@ -161,7 +161,7 @@ def _exec_event() -> tuple[str, bytes]:
 def _rules_active(replica: ServerProcess) -> bool:
     status, text = replica.request("GET", "/metrics")
     assert status == 200
-    return b"\nauditsink_rules_active 1\n" in text
+    return b"\nauditsink_rules_active 1.0\n" in text
 
 
 def _wait(condition: Any, what: str, timeout: float = 15.0) -> None:

@@ -2,14 +2,22 @@
 
 A worker serves no API, so a few lines of asyncio answer ``GET /metrics`` and
 ``GET /healthz`` (one request per connection, which is how Prometheus scrapes) instead of
-another web server in the process.
+another web server in the process. The exposition is prometheus-client's, from the process's
+one registry (:func:`metrics_registry`); the request head is read with a 16 KiB limit and a
+5 s timeout, so a client can hold neither memory nor a descriptor for long.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import Metric as Family
+
+from auditsink.receive.metrics import CONTENT_TYPE
 
 # name, Prometheus type, help text, how to read the value when scraped
 Metric = tuple[str, str, str, Callable[[], float]]
@@ -55,27 +63,50 @@ def worker_metrics(worker: Any, store: Any, detector: Any = None) -> list[Metric
     return metrics
 
 
+class _Values:
+    """A prometheus-client collector reading each metric's value when scraped."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Family]:
+        for name, kind, help_text, read in self.metrics:
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(name, help_text, value=read())
+
+
+def metrics_registry(metrics: list[Metric]) -> CollectorRegistry:
+    """The worker process's registry, holding ``metrics``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Values(metrics))
+    return registry
+
+
 def render(metrics: list[Metric]) -> bytes:
-    """The Prometheus text exposition format."""
-    lines: list[str] = []
-    for name, kind, help_text, read in metrics:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {read()}"]
-    return ("\n".join(lines) + "\n").encode()
+    """The Prometheus text exposition format (prometheus-client's)."""
+    return generate_latest(metrics_registry(metrics))
 
 
 async def start_metrics_server(host: str, port: int, metrics: list[Metric],
-                               extra: Callable[[], bytes] | None = None) -> asyncio.Server:
-    """Answer ``GET /metrics`` and ``GET /healthz`` on ``host:port``; close it when done."""
+                               collectors: Sequence[Any] = ()) -> asyncio.Server:
+    """Answer ``GET /metrics`` and ``GET /healthz`` on ``host:port``; close it when done.
+
+    ``collectors`` (prometheus-client collectors: the outputs') join the same registry.
+    """
+    registry = metrics_registry(metrics)
+    for collector in collectors:
+        registry.register(collector)
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            head = head[: head.find(b"\r\n")]
             parts = head.split(b" ", 2)
             path = parts[1].split(b"?", 1)[0] if len(parts) == 3 else b""
             if parts[0] != b"GET":
                 status, kind, body = b"405 Method Not Allowed", b"text/plain", b"use GET\n"
             elif path == b"/metrics":
-                status, kind, body = b"200 OK", b"text/plain; version=0.0.4", render(metrics) + (extra() if extra else b"")
+                status, kind, body = b"200 OK", CONTENT_TYPE.encode(), generate_latest(registry)
             elif path == b"/healthz":
                 status, kind, body = b"200 OK", b"application/json", b'{"status": "ok"}\n'
             else:
@@ -89,4 +120,4 @@ async def start_metrics_server(host: str, port: int, metrics: list[Metric],
         finally:
             writer.close()
 
-    return await asyncio.start_server(answer, host, port)
+    return await asyncio.start_server(answer, host, port, limit=16 * 1024)

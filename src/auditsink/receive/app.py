@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from auditsink.model import BodyError, BodyTooLarge, decode_body, gunzip
+from auditsink.model import BodyError, BodyTooLarge, TooManyItems, decode_body, gunzip
 from auditsink.pipeline import Pipeline
-from auditsink.receive.auth import Authenticator
+from auditsink.receive.auth import CLUSTER_NAME, CLUSTER_NAME_RULE, Authenticator
+from auditsink.receive.metrics import CONTENT_TYPE, auth_method
 from auditsink.store.base import Overloaded
+from auditsink.textsafe import cut, printable
 
 log = logging.getLogger("auditsink.receive")
 
@@ -28,11 +30,12 @@ Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
-# JSON, NDJSON (audit-log lines) and what curl sends by default; anything else is a mistake.
-_ACCEPTED_TYPES = frozenset(
-    {"", "application/json", "application/x-ndjson", "application/jsonl", "text/plain",
-     "application/x-www-form-urlencoded"}
-)
+DEFAULT_MAX_EVENTS = 16_000
+# JSON and NDJSON (audit-log lines) only. text/plain and the form encodings are what a web page
+# can POST cross-origin without a CORS preflight, so accepting them let any page a user on the
+# API server's host opened forge events into a loopback receiver (issue 17). No Content-Type at
+# all stays accepted for tools; a browser always sends Origin with it, refused below.
+_ACCEPTED_TYPES = frozenset({"", "application/json", "application/x-ndjson", "application/jsonl"})
 
 
 class ReceiverApp:
@@ -48,6 +51,7 @@ class ReceiverApp:
         body_timeout: float = 25.0,
         inflight_budget: int = 512 * 1024 * 1024,
         authenticator: Authenticator | None = None,
+        max_events: int | None = DEFAULT_MAX_EVENTS,
         ready: Callable[[], bool] = lambda: True,
         accepting: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -58,6 +62,7 @@ class ReceiverApp:
         self.body_timeout = body_timeout
         self.inflight_budget = inflight_budget
         self.inflight = 0
+        self.max_events = max_events
         self.authenticator = authenticator
         self.ready = ready
         self.accepting = accepting
@@ -80,8 +85,12 @@ class ReceiverApp:
             if not cluster:
                 await _json(send, 404, {"error": "missing cluster name: POST /clusters/NAME"})
                 return
+            if not CLUSTER_NAME.match(cluster):
+                await _json(send, 400, {"error": f"invalid cluster name {cut(repr(cluster), 80)}: "
+                                                 f"{CLUSTER_NAME_RULE}"})
+                return
         elif self.paths is not None and path not in self.paths:
-            await _json(send, 404, {"error": f"no ingest endpoint at {path}",
+            await _json(send, 404, {"error": cut(f"no ingest endpoint at {path}"),
                                     "endpoints": sorted(self.paths)})
             return
         if scope["method"] != "POST":
@@ -95,20 +104,28 @@ class ReceiverApp:
 
     async def _ingest(self, scope: Scope, receive: Receive, send: Send, cluster: str) -> int:
         headers = dict(scope["headers"])
+        # 0. a browser's request is never the API server's: refuse what a web page could send
+        #    (every browser sends Origin with a POST, and Sec-Fetch-Site with any request)
+        if b"origin" in headers or headers.get(b"sec-fetch-site", b"none") != b"none":
+            log.warning("refused a browser request from %s (Origin %s)", _client(scope),
+                        cut(repr(headers.get(b"origin", b"").decode("latin-1")), 100))
+            return await _json(send, 403, {"error": "requests from web pages are refused: the "
+                                           "webhook is for kube-apiserver"})
         # 1. authenticate the sender; the credential may name the cluster
         auth = self.authenticator
         if auth is not None and auth.enabled:
             authorization = headers.get(b"authorization")
             peer_cn = scope.get("auditsink.peer_cn")
+            client = scope.get("client")
+            peer = client[0] if client else ""
             if auth.may_block(authorization):
                 # A bcrypt check takes ~0.5 s: run it off the event loop (it releases the GIL).
-                result = await asyncio.to_thread(auth.authenticate, authorization, peer_cn)
+                result = await asyncio.to_thread(auth.authenticate, authorization, peer_cn, peer)
             else:
-                result = auth.authenticate(authorization, peer_cn)
+                result = auth.authenticate(authorization, peer_cn, peer)
             if result is None:
-                method = "none"
-                if b"authorization" in headers:
-                    method = headers[b"authorization"].split(b" ", 1)[0].decode("latin-1").lower()
+                # The label and the log name a fixed word: the header may be a bare token.
+                method = auth_method(authorization)
                 self.metrics.auth_failures[(method,)] += 1
                 log.warning("rejected unauthenticated request from %s (%s)", _client(scope), method)
                 return await _json(send, 401, {"error": "unauthorized"},
@@ -117,57 +134,76 @@ class ReceiverApp:
             if bound:
                 if cluster and cluster != bound:
                     return await _json(send, 403, {"error": "credential is not valid for cluster "
-                                                   f"{cluster!r}"})
+                                                   f"{cluster!r}"})  # validated above: short
                 cluster = bound
         # 2. check the media type before reading anything
         ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower().decode("latin-1")
         if ctype not in _ACCEPTED_TYPES:
-            return await _json(send, 415, {"error": f"unsupported Content-Type {ctype!r}: send "
-                                           "application/json (an EventList, Event, or JSON lines)"})
+            return await _json(send, 415, {"error": f"unsupported Content-Type "
+                                           f"{cut(repr(ctype), 80)}: send application/json (an "
+                                           "EventList, Event, or JSON lines) or application/x-ndjson"})
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip", b""):
-            return await _json(send, 415, {"error": f"unsupported Content-Encoding {encoding.decode('latin-1')!r}: "
-                                           "send identity or gzip"})
+            return await _json(send, 415, {"error": "unsupported Content-Encoding "
+                                           f"{cut(repr(encoding.decode('latin-1')), 80)}: send "
+                                           "identity or gzip"})
         # 3. a full store queue refuses now: reading and decoding a body only to answer 429
         #    after all cost the CPU the writer needed (measured: ingest fell by half under
         #    25x overload, and memory rose with the bodies read for nothing)
         if not self.accepting():
             return await _json(send, 429, {"error": "auditsink is behind, retry"},
                                extra=[(b"retry-after", b"1")])
-        # 4. read the body within the size limit, the memory budget and the time limit
+        # 4. read the body within the size limit, the memory budget and the time limit; the
+        #    bytes stay reserved until the answer, and what arrives beyond the declared length
+        #    (chunked bodies) or comes out of gunzip is reserved as it appears
         declared = _content_length(headers)
         if declared is not None and declared > self.max_body:
             return await self._too_large(send, declared)
-        reserve = declared if declared is not None else 0
-        if self.inflight and self.inflight + reserve > self.inflight_budget:
-            return await _json(send, 429, {"error": "too many bytes in flight, retry"},
-                               extra=[(b"retry-after", b"1")])
-        self.inflight += reserve
+        budget = _Reservation(self, declared or 0)
         try:
-            body = await self._read_body(receive)
+            if not budget.fits():
+                return await _busy(send, "too many bytes in flight, retry")
+            return await self._read_and_store(scope, receive, send, cluster, encoding, budget)
+        finally:
+            budget.release()
+
+    async def _read_and_store(self, scope: Scope, receive: Receive, send: Send, cluster: str,
+                              encoding: bytes, budget: _Reservation) -> int:
+        try:
+            body = await self._read_body(receive, budget)
         except BodyTooLarge:
             return await self._too_large(send, None)
+        except _OverBudget:
+            return await _busy(send, "too many bytes in flight, retry")
         except TimeoutError:
             log.warning("request body from %s not received within %ss", _client(scope), self.body_timeout)
             return await _json(send, 408, {"error": f"body not received within {self.body_timeout}s"})
         except ConnectionError:
             return 499
-        finally:
-            self.inflight -= reserve
         self.metrics.bytes += len(body)
-        # 5. decode: an unreadable body is 400, bad items are kept aside
+        # 5. decode: an unreadable body is 400, bad items are kept aside; the events of one body
+        #    count against the store queue (before they are decoded: decoded, they take several
+        #    times their bytes)
         try:
             if encoding == b"gzip":
                 body = gunzip(body, self.max_body)
-            items, bad = decode_body(body)
+                if not budget.grow(len(body)):
+                    return await _busy(send, "too many bytes in flight, retry")
+            items, bad = decode_body(body, self.max_events)
         except BodyTooLarge:
             return await self._too_large(send, None)
+        except TooManyItems as exc:
+            log.error("rejected a body of %d events from %s: more than --queue-events %d",
+                      exc.count, _client(scope), exc.limit)
+            return await _json(send, 413, {"error": str(exc), "remedy": "raise auditsink "
+                                           "--queue-events or lower --audit-webhook-batch-max-size"})
         except BodyError as exc:
             log.warning("rejected body from %s: %s", _client(scope), exc)
             return await _json(send, 400, {"error": str(exc)})
         if self.paths is None and scope["path"] not in self._seen_paths and not cluster:
-            self._seen_paths.add(scope["path"])
-            log.info("receiving audit events on %s", scope["path"])
+            if len(self._seen_paths) < 16:  # a note for the operator, not a list of every path
+                self._seen_paths.add(scope["path"])
+                log.info("receiving audit events on %s", cut(scope["path"], 200))
         # 6. admit, commit, print; answer only after the commit
         try:
             result = await self.pipeline.ingest(items, bad, cluster)
@@ -180,7 +216,7 @@ class ReceiverApp:
         return await _json(send, 200, {"stored": result.stored, "duplicates": result.duplicates,
                                        "rejected": len(bad)})
 
-    async def _read_body(self, receive: Receive) -> bytes:
+    async def _read_body(self, receive: Receive, budget: _Reservation) -> bytes:
         chunks: list[bytes] = []
         size = 0
         async with asyncio.timeout(self.body_timeout):
@@ -192,6 +228,8 @@ class ReceiverApp:
                 size += len(chunk)
                 if size > self.max_body:
                     raise BodyTooLarge(self.max_body)
+                if size > budget.held and not budget.grow(size - budget.held):
+                    raise _OverBudget()
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
@@ -216,8 +254,44 @@ class ReceiverApp:
         else:
             body = self.metrics.render()
             await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"text/plain; version=0.0.4"), (b"content-length", str(len(body)).encode())]})
+                (b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
+
+
+class _OverBudget(Exception):
+    """The bytes in flight would exceed ``--inflight-budget``."""
+
+
+class _Reservation:
+    """Bytes one request holds against the receiver's in-flight budget.
+
+    The first request always fits (a budget smaller than one body must not refuse everything);
+    after that, a request fits while the total stays within the budget.
+    """
+
+    def __init__(self, app: ReceiverApp, declared: int) -> None:
+        self.app = app
+        self.held = 0
+        self._first = declared
+
+    def fits(self) -> bool:
+        return self.grow(self._first)
+
+    def grow(self, size: int) -> bool:
+        app = self.app
+        if app.inflight > self.held and app.inflight + size > app.inflight_budget:
+            return False
+        app.inflight += size
+        self.held += size
+        return True
+
+    def release(self) -> None:
+        self.app.inflight -= self.held
+        self.held = 0
+
+
+async def _busy(send: Send, reason: str) -> int:
+    return await _json(send, 429, {"error": reason}, extra=[(b"retry-after", b"1")])
 
 
 def _content_length(headers: dict[bytes, bytes]) -> int | None:
@@ -232,7 +306,7 @@ def _content_length(headers: dict[bytes, bytes]) -> int | None:
 
 def _client(scope: Scope) -> str:
     client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "unknown"
+    return printable(f"{client[0]}:{client[1]}") if client else "unknown"
 
 
 async def _json(send: Send, status: int, payload: dict[str, Any],

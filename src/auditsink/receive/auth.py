@@ -33,19 +33,31 @@ from typing import Literal
 
 import bcrypt
 
+from auditsink.textsafe import cut
+
 log = logging.getLogger(__name__)
 
 Method = Literal["none", "token", "basic", "mtls"]
 
-# Cluster names travel in URLs (/clusters/{name}) and store keys: keep them boring.
+# Cluster names travel in URLs (/clusters/{name}), labels, logs and store keys: keep them
+# boring. A superset of the DNS-1123 label (what kubeadm and most tools name clusters): upper
+# case, "_" and "." are allowed too. Checked wherever a name comes from: the URL path, the
+# token and basic-auth files, and client certificates.
 CLUSTER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+CLUSTER_NAME_RULE = ("cluster name must be 1-63 letters, digits, '.', '_' or '-', "
+                     "starting and ending with a letter or digit")
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+# bcrypt reads at most 72 bytes (bcrypt >= 5 refuses more): a longer password can never match.
+BCRYPT_MAX_PASSWORD = 72
 _FAILED_CACHE_SIZE = 256
 _RELOAD_CHECK_INTERVAL = 1.0
-# Uncached bcrypt checks allowed per second (and burst): each costs 0.1-0.5 s of CPU, so
-# without a cap, guessing passwords for a known user name would burn the CPU.
+# Uncached bcrypt checks allowed per second (and burst) per client address: each costs
+# 0.1-0.5 s of CPU, so without a cap, guessing passwords would burn the CPU. Per address, so
+# that guesses from elsewhere cannot use up the real sender's checks (issue 17: one shared
+# bucket made the API server's first login after a restart fail under a guessing attack).
 _BCRYPT_RATE = 2.0
 _BCRYPT_BURST = 4.0
+_BCRYPT_ADDRESSES = 4096
 _now = time.monotonic
 
 
@@ -107,10 +119,7 @@ def _split_lines(path: Path) -> Iterable[tuple[int, str]]:
 
 def _cluster(path: Path, number: int, name: str) -> str:
     if not CLUSTER_NAME.match(name):
-        raise AuthConfigError(
-            f"{path}:{number}: cluster name must be 1-63 letters, digits, '.', '_' or '-', "
-            "starting and ending with a letter or digit"
-        )
+        raise AuthConfigError(f"{path}:{number}: {CLUSTER_NAME_RULE}")
     return name
 
 
@@ -172,6 +181,9 @@ def parse_basic_auth_file(path: Path) -> list[_Basic]:
 
 def hash_password(password: str, rounds: int = 12) -> str:
     """A bcrypt hash for a basic_auth_file line: ``hash_password("s3cret")`` -> ``$2b$12$...``."""
+    if len(password.encode()) > BCRYPT_MAX_PASSWORD:
+        raise ValueError(f"bcrypt reads at most {BCRYPT_MAX_PASSWORD} bytes of a password: use a "
+                         "shorter one, or keep a long one in plain text (compared by SHA-256)")
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
 
 
@@ -203,6 +215,9 @@ class Authenticator:
             self.allowed_cns = dict(allowed_cns)
         else:
             self.allowed_cns = {cn: cn for cn in allowed_cns}
+        for cn, cluster in (self.allowed_cns or {}).items():
+            if cluster and not CLUSTER_NAME.match(cluster):
+                raise AuthConfigError(f"allowed CN {cn!r} names cluster {cluster!r}: {CLUSTER_NAME_RULE}")
         if self.allowed_cns is not None and self.client_ca is None:
             raise AuthConfigError(
                 "allowed_cns needs client_ca: CNs are only trusted from a verified certificate"
@@ -214,8 +229,9 @@ class Authenticator:
         self._next_check = 0.0
         self._stamps: tuple[tuple[int, int, int] | None, ...] = ()
         self._creds = _Credentials()
-        self._bcrypt_tokens = _BCRYPT_BURST
-        self._bcrypt_refilled = _now()
+        # client address -> [tokens, last refill]; least recently seen first
+        self._bcrypt_buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self._bcrypt_lock = threading.Lock()
         self.reload()
 
     @property
@@ -273,14 +289,15 @@ class Authenticator:
         return True
 
     def authenticate(
-        self, authorization_header: bytes | None, peer_cn: str | None
+        self, authorization_header: bytes | None, peer_cn: str | None, peer: str = ""
     ) -> AuthResult | None:
         """The sender's cluster, or None to reject.
 
         A Bearer or Basic header for a configured method decides alone: a wrong token is
         rejected even with a good certificate, so a misconfiguration shows. Otherwise (no header,
         or a scheme we do not use) a verified client certificate's CN decides. With no method
-        configured everyone is accepted as cluster "".
+        configured everyone is accepted as cluster "". ``peer`` (the client address) selects
+        the bcrypt rate limit's bucket.
         """
         if not self.enabled:
             return AuthResult("", "none")
@@ -293,7 +310,7 @@ class Authenticator:
             if scheme == b"bearer" and self.token_file:
                 return self._check_token(creds, value.strip())
             if scheme == b"basic" and self.basic_auth_file:
-                return self._check_basic(creds, value.strip())
+                return self._check_basic(creds, value.strip(), peer)
         if peer_cn is not None and self.client_ca is not None:
             return self._check_cn(peer_cn)
         return None
@@ -307,7 +324,7 @@ class Authenticator:
                 found = entry
         return AuthResult(found[1], "token", found[2]) if found else None
 
-    def _check_basic(self, creds: _Credentials, value: bytes) -> AuthResult | None:
+    def _check_basic(self, creds: _Credentials, value: bytes, peer: str = "") -> AuthResult | None:
         try:
             decoded = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
@@ -330,12 +347,18 @@ class Authenticator:
                 match = entry
         if match is not None:
             return AuthResult(match.cluster, "basic", match.username)
+        target: _Basic | None = None
+        decoy: _Basic | None = None
         for entry in creds.basic:
-            if entry.bcrypt_hash is not None and hmac.compare_digest(
-                user_digest, entry.user_digest
-            ):
-                return self._check_bcrypt(creds, entry, password, cred_digest)
-        return None
+            if entry.bcrypt_hash is not None:
+                decoy = decoy or entry
+                if hmac.compare_digest(user_digest, entry.user_digest):
+                    target = entry
+        if decoy is None:
+            return None  # plain passwords only: every answer above took the same time
+        # With bcrypt hashes configured, every credential that did not match costs one bcrypt
+        # check, known user or not, so the time taken does not tell which user names exist.
+        return self._check_bcrypt(creds, target, decoy, password, cred_digest, peer)
 
     def may_block(self, authorization_header: bytes | None) -> bool:
         """True when ``authenticate`` may run bcrypt (up to ~0.5 s): call it in a thread then.
@@ -354,52 +377,69 @@ class Authenticator:
         except (binascii.Error, ValueError):
             return False
         digest = _sha256(b"%d:%s:%s" % (len(user), user, password))
-        user_digest = _sha256(user)
-        slow = False
+        user_digest, pass_digest = _sha256(user), _sha256(password)
+        answered = digest in creds.failed
         for entry in creds.basic:
-            if entry.bcrypt_hash is None:
-                continue
-            user_ok = hmac.compare_digest(user_digest, entry.user_digest)
-            cached = hmac.compare_digest(digest, entry.verified)
-            slow |= user_ok and not cached
-        return slow
+            if entry.password_digest is not None:  # a plain password that matches
+                answered |= hmac.compare_digest(user_digest, entry.user_digest) & \
+                    hmac.compare_digest(pass_digest, entry.password_digest)
+            else:
+                answered |= hmac.compare_digest(digest, entry.verified)
+        return not answered
 
-    def _bcrypt_allowed(self) -> bool:
+    def _bcrypt_allowed(self, peer: str) -> bool:
         now = _now()
-        tokens = self._bcrypt_tokens + (now - self._bcrypt_refilled) * _BCRYPT_RATE
-        self._bcrypt_refilled = now
-        self._bcrypt_tokens = min(_BCRYPT_BURST, tokens)
-        if self._bcrypt_tokens < 1.0:
-            return False
-        self._bcrypt_tokens -= 1.0
-        return True
+        with self._bcrypt_lock:
+            buckets = self._bcrypt_buckets
+            bucket = buckets.pop(peer, None) or [_BCRYPT_BURST, now]
+            buckets[peer] = bucket  # most recently seen last
+            while len(buckets) > _BCRYPT_ADDRESSES:
+                buckets.popitem(last=False)
+            bucket[0] = min(_BCRYPT_BURST, bucket[0] + (now - bucket[1]) * _BCRYPT_RATE)
+            bucket[1] = now
+            if bucket[0] < 1.0:
+                return False
+            bucket[0] -= 1.0
+            return True
 
     def _check_bcrypt(
-        self, creds: _Credentials, entry: _Basic, password: bytes, cred_digest: bytes
+        self, creds: _Credentials, entry: _Basic | None, decoy: _Basic, password: bytes,
+        cred_digest: bytes, peer: str,
     ) -> AuthResult | None:
-        assert entry.bcrypt_hash is not None
+        """bcrypt ``password`` against ``entry`` (the user's), or against ``decoy`` when the
+        user has no hash (unknown, or a plain password that did not match): same cost."""
         with creds.lock:
             if cred_digest in creds.failed:
                 creds.failed.move_to_end(cred_digest)
                 return None
-            allowed = self._bcrypt_allowed()
-        if not allowed:
+        if len(password) > BCRYPT_MAX_PASSWORD:
+            return None  # can never match a bcrypt hash (and bcrypt >= 5 raises on it)
+        if not self._bcrypt_allowed(peer):
             # The API server retries a 401 after ~10 s, by which time the bucket has refilled.
-            log.warning("too many new basic-auth credentials to verify; rejecting without bcrypt")
+            log.warning("too many new basic-auth credentials from %s to verify; rejecting "
+                        "without bcrypt", peer or "one address")
             return None
         # bcrypt runs once per new credential, then the digest cache answers.
-        ok = bcrypt.checkpw(password, entry.bcrypt_hash)
+        checked = entry if entry is not None else decoy
+        assert checked.bcrypt_hash is not None
+        ok = bcrypt.checkpw(password, checked.bcrypt_hash) and entry is not None
         with creds.lock:
-            if ok:
+            if ok and entry is not None:
                 entry.verified = cred_digest
             else:
                 creds.failed[cred_digest] = None
                 while len(creds.failed) > _FAILED_CACHE_SIZE:
                     creds.failed.popitem(last=False)
-        return AuthResult(entry.cluster, "basic", entry.username) if ok else None
+        return AuthResult(entry.cluster, "basic", entry.username) if ok and entry else None
 
     def _check_cn(self, cn: str) -> AuthResult | None:
         if self.allowed_cns is None:
+            # The CN names the cluster: it must be a valid cluster name, or the certificate
+            # would write HTML, newlines or 65 KB into labels, logs and the store.
+            if not CLUSTER_NAME.match(cn):
+                log.warning("rejected a client certificate whose CN is not a cluster name "
+                            "(use --allowed-cn to map it): %s", cut(repr(cn), 100))
+                return None
             return AuthResult(cn, "mtls", cn)
         # CNs are not secrets (anyone can read a certificate); a dict lookup is fine here.
         cluster = self.allowed_cns.get(cn)

@@ -77,14 +77,18 @@ def peer_cn(peercert: dict[str, Any] | None) -> str | None:
 
     ``{"subject": ((("commonName", "kube-apiserver"),),)}`` -> ``"kube-apiserver"``; None when
     there is no certificate (``getpeercert()`` returns ``{}`` unless the chain was verified).
+    With several CNs the **last** one counts, as in Go's ``pkix.Name.FillFromRDNSequence``
+    (which Kubernetes' x509 authenticator reads): the first would let a certificate that
+    Kubernetes knows as one name be taken here for another.
     """
     if not peercert:
         return None
+    found: str | None = None
     for rdn in peercert.get("subject", ()):
         for name, value in rdn:
             if name == "commonName":
-                return str(value)
-    return None
+                found = str(value)
+    return found
 
 
 def peer_cn_from_transport(transport: Any) -> str | None:
