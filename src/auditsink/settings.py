@@ -100,7 +100,7 @@ class Settings:
     tls_handshake_timeout: float = _setting(10.0, "Seconds a TLS handshake may take.", SERVE)
     max_connections: int = _setting(
         1000, "Connections per listener; past it the one idle the longest is closed (lowered "
-        "to fit the open-file limit).", SERVE, minimum=1)
+        "to fit the open-file limit).", SERVE, minimum=1, maximum=1_000_000)
     inflight_budget: str = _setting(
         "512MiB", "Body bytes (as read, and decompressed) all ingest requests may hold at "
         "once; 429 above.", SERVE)
@@ -120,8 +120,8 @@ class Settings:
         None, "Audit policy applied before storing: drops None, downgrades levels.",
         (SERVE, IMPORT), file=True)
     redact_secrets: bool = _setting(
-        True, "Replace Secret values (data, stringData, last-applied) before storing or "
-        "printing.", (SERVE, IMPORT))
+        True, "Replace Secret values (data, stringData, last-applied) and tokens (TokenRequest, "
+        "TokenReview) before storing or printing.", (SERVE, IMPORT))
 
     # -- the store (store/) -----------------------------------------------------------------
     store: str = _setting(

@@ -94,3 +94,4 @@ def test_systemd_unit() -> None:
     assert shlex.split(lines["ExecStart"]) == ["/usr/local/bin/auditsink", *SERVE[1:]]
     assert lines["ReadWritePaths"] == "/var/lib/auditsink" and lines["ProtectSystem"] == "strict"
     assert lines["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert lines["LimitNOFILE"] == "65536"  # issue 17: idle connections must not exhaust it

@@ -200,6 +200,9 @@ StateDirectory=auditsink
 ConfigurationDirectory=auditsink
 # Credentials rotate by rewriting the token file; SIGHUP reloads without dropping connections.
 ExecReload=/bin/kill -HUP $MAINPID
+# One descriptor per connection: the default soft limit (1,024) is a few hundred idle clients
+# (docs/security.md). auditsink also raises its soft limit to the hard one at start.
+LimitNOFILE=65536
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
