@@ -14,7 +14,7 @@ from collections.abc import Callable
 from auditsink.admit.redact import redact_item
 from auditsink.model import BadItem, Event, Item
 from auditsink.printer import Printer
-from auditsink.receive.metrics import OTHER, VERB_LABELS, Metrics
+from auditsink.metrics import OTHER, VERB_LABELS, Metrics
 from auditsink.store.base import Store, WriteResult
 
 log = logging.getLogger("auditsink.pipeline")
@@ -46,7 +46,7 @@ class Pipeline:
         """Filter, apply the server-side policy and redact secrets, in that order."""
         match, policy, redact = self.match, self.policy, self.redact
         counts = self.metrics.events
-        label = self.metrics.cluster_label(cluster)  # labels from fixed sets (receive/metrics.py)
+        label = self.metrics.cluster_label(cluster)  # labels from fixed sets (metrics.py)
         kept: list[Item] = []
         for item in items:
             event = item.event

@@ -30,7 +30,7 @@ from auditsink.logs import setup_logging
 from auditsink.model import BodyError, decode_body, iter_file_bodies, snippet
 from auditsink.pipeline import Pipeline
 from auditsink.printer import Printer
-from auditsink.receive.metrics import Metrics
+from auditsink.metrics import Metrics
 from auditsink.receive.server import ConfigError, ServeOptions
 from auditsink.settings import Settings, SettingsError
 from auditsink.store.base import Store, StoreError, open_store

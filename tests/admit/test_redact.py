@@ -132,11 +132,11 @@ def test_end_to_end_nothing_secret_reaches_store_or_stdout(
 
 
 # -- tokens: TokenRequest and TokenReview carry live bearer credentials -------------------------
-# tests/data/token-bodies.jsonl: the webhook bodies of a real kube-apiserver v1.20.2 (the harness
+# tests/admit/data/token-bodies.jsonl: the webhook bodies of a real kube-apiserver v1.20.2 (the harness
 # in ../shared/kube, a throwaway cluster) while kubectl created a ServiceAccount, asked for a
 # token (POST .../serviceaccounts/robot/token) and reviewed it (POST .../tokenreviews), at
 # RequestResponse level.
-TOKEN_BODIES = Path(__file__).resolve().parents[1] / "data" / "token-bodies.jsonl"
+TOKEN_BODIES = Path(__file__).resolve().parent / "data" / "token-bodies.jsonl"
 
 
 def _issued_token() -> str:

@@ -79,7 +79,7 @@ def test_text_outputs_escape_control_characters(server_factory: Any, tmp_path: P
                                                 slack_hook: tuple[str, list[dict[str, Any]]]) -> None:
     url, received = slack_hook
     server = server_factory("--format", "text", "--notify", f"slack:{url}",
-                            "--notify-min-priority", "DEBUG")
+                            "--notify-min-priority", "DEBUG", "--notify-since", "all")
     assert server.post(event_list(_exec_event(HOSTILE_ID, HOSTILE_USER),
                                   event("plain", user={"username": "\x1b[31mred"})))[0] == 200
     deadline = time.monotonic() + 15

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.core import Metric as Family
 
-from auditsink.receive.metrics import CONTENT_TYPE
+from auditsink.metrics import CONTENT_TYPE
 
 # name, Prometheus type, help text, how to read the value when scraped
 Metric = tuple[str, str, str, Callable[[], float]]

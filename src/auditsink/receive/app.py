@@ -19,7 +19,7 @@ from typing import Any
 from auditsink.model import BodyError, BodyTooLarge, TooManyItems, decode_body, gunzip
 from auditsink.pipeline import Pipeline
 from auditsink.receive.auth import CLUSTER_NAME, CLUSTER_NAME_RULE, Authenticator
-from auditsink.receive.metrics import CONTENT_TYPE, auth_method
+from auditsink.metrics import CONTENT_TYPE, auth_method
 from auditsink.store.base import Overloaded
 from auditsink.textsafe import cut, printable
 

@@ -1,5 +1,9 @@
 """The process's Prometheus metrics, exposed by prometheus-client from one registry.
 
+One :class:`Metrics` per process (the pipeline's): the receiver counts requests and auth
+failures into it, the pipeline counts events, and service.py registers the gauges; the worker's
+metrics (bus/metrics.py) are its own process's one registry.
+
 The hot path stays a dict increment per event (``events[(cluster, verb, level, stage)] += 1``);
 a collector hands those counts to prometheus-client when scraped, which writes the exposition
 format (escaping included). Label values come only from fixed sets or validated names, so
