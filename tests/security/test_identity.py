@@ -181,7 +181,7 @@ def test_guessing_cannot_lock_the_sender_out(basic_server: Any) -> None:
 def test_unknown_users_take_as_long_as_known_ones(basic_server: Any) -> None:
     known: list[float] = []
     unknown: list[float] = []
-    for i in range(6):  # each from its own address: the rate limit is per address
+    for i in range(10):  # each from its own address: the rate limit is per address
         status, took = _post_from(basic_server.port, f"127.0.1.{i + 1}", _basic("kube-apiserver", f"w{i}"))
         assert status == 401
         known.append(took)
@@ -190,4 +190,5 @@ def test_unknown_users_take_as_long_as_known_ones(basic_server: Any) -> None:
         unknown.append(took)
     k, u = statistics.median(known), statistics.median(unknown)
     assert k > 0.01, "bcrypt at cost 10 takes tens of milliseconds"
-    assert 0.6 < u / k < 1.6, (known, unknown)
+    # Before, an unknown user was answered in about a millisecond: a ratio near 0.02.
+    assert 0.5 < u / k < 2.0, (known, unknown)
