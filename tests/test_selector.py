@@ -155,3 +155,14 @@ def test_every_field_has_its_spellings() -> None:
         assert parse_query(f"{spec.name}:{spec.example}").values(spec) == [spec.example]
     attrs = {f.name for f in dataclasses.fields(Selector)} - {"since", "until", "exclude"}
     assert attrs == {spec.attr for spec in FIELDS}
+
+
+def test_docs_page_is_generated_from_the_table() -> None:
+    from conftest import ROOT
+
+    from auditsink.selector import markdown
+
+    page = (ROOT / "docs" / "selectors.md").read_text()
+    assert page == markdown(), "run: python -m auditsink.selector > docs/selectors.md"
+    for spec in FIELDS:
+        assert f"`--{spec.flag}`" in page and f"`{spec.name}`" in page

@@ -531,3 +531,79 @@ def compile_predicate(selector: Selector) -> Predicate | None:
                 and not any(veto(event, cluster) for veto in vetoes))
 
     return predicate
+
+
+# -- docs/selectors.md ---------------------------------------------------------------------------
+
+_DOCS = """\
+<!-- Generated from src/auditsink/selector.py: `python -m auditsink.selector > docs/selectors.md`;
+tests/test_selector.py fails when this page and the table differ. -->
+# Selecting events
+
+One vocabulary selects events everywhere: the CLI's flags and query argument (`auditsink
+query`, `tail`, `stats`, `rbac suggest`, `policy simulate`), the read API's query parameters,
+the web UI's form and query bar, `serve --match` and each output's `match:` filter. Every
+surface is generated from one table (`src/auditsink/selector.py`), so they cannot drift.
+
+- Values of one field are alternatives (OR): `--verb create --verb delete`.
+- Different fields must all hold (AND): `--user alice --namespace demo`.
+- A field can exclude (NOT): `-namespace:kube-system` in a query, `namespace!=kube-system` as
+  an API parameter or a `--match` flag.
+- `--since`/`--until` (`since=`/`until=`) take `30m`, `2h`, `7d` (ago) or RFC 3339
+  (`2026-11-26T14:00:00Z`; a time without a zone is UTC here, and in the viewer's zone in the
+  web UI, which says so).
+
+## The fields
+
+| field (query, API, `--match`) | CLI flag | values | example | selects |
+| --- | --- | --- | --- | --- |
+{rows}
+
+`user` is who a request was made **by or as**: `--user mallory` finds what admin did with
+`kubectl --as=mallory` as well as what mallory did herself, and every row shows both sides
+("admin as mallory"). `--authenticated-user` and `--impersonated-user` select one side only.
+
+## The query syntax
+
+One line of `KEY:VALUE` terms, the same in the CLI and the UI's query bar:
+
+```sh
+auditsink query 'user:alice verb:delete -namespace:kube-system code:4xx since:2h'
+auditsink query 'user:system:serviceaccount:kube-system:default'   # the first colon ends the key
+auditsink query 'userAgent:"kubectl/v1.20 (linux)"'                # quote values with spaces
+auditsink query -q '-namespace:kube-system'        # -q (or a final --) when it starts with "-"
+curl -s 'http://127.0.0.1:8081/api/v1/events?q=user:alice%20-verb:get'
+```
+
+Keys are the field names above, their CLI spelling (`api-group:`), `as:` for
+`impersonatedUser`, `ip:` for `sourceIP` and `uri:` for `requestURI`; `since:` and `until:`
+take times. Repeating a key is an OR, `-` before a key is a NOT; flags and query terms add
+up.
+
+## Order
+
+- **Time order** for people: every answer of `query`, the read API's pages, the web UI's
+  tables and alerts is ordered by `stageTimestamp`, newest first (`--oldest-first`,
+  `order=oldest`), ties by log position. A page's `next` cursor (`--before`/`--after` in the
+  CLI) is a (time, position) key: paging never skips or repeats an event, however out of
+  order its batch arrived. `--format jsonl` is oldest first, like an audit log.
+- **Log order** (commit order) for consumers: rules, notifiers, outputs, `tail -f`, the UI's
+  follow mode and `/api/v1/events/follow`. It delivers every committed event exactly once,
+  however many arrive between two polls.
+"""
+
+
+def markdown() -> str:
+    """docs/selectors.md: the field table and the rules every surface follows."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\\\|")
+
+    rows = "\n".join(
+        f"| `{f.name}` | `--{f.flag}` | {cell(f.syntax)} | `{f.name}:{f.example}` | "
+        f"{cell(f.help)} |" for f in FIELDS)
+    return _DOCS.format(rows=rows)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -259,12 +259,11 @@ def build(settings: Settings) -> Service:
     pipeline = build_pipeline(settings, queue_events=settings.queue_events)
     api_app = None
     if options.api_listen and pipeline.store is not None:
-        from auditsink.query.api import ReadAPI
-
+        from auditsink.readlistener import ReadListener
         from auditsink.receive.hostcheck import HostCheck, served_hosts
         from auditsink.receive.server import parse_listen
 
-        api_app = HostCheck(ReadAPI(pipeline.store, token=options.api_token),
+        api_app = HostCheck(ReadListener(pipeline.store, token=options.api_token),
                             served_hosts(parse_listen(options.api_listen)[0], settings.api_host))
     link_base = f"http://{options.api_listen}" if api_app else ""
     consumers = build_consumers(pipeline.store, settings, not settings.no_rules, link_base)

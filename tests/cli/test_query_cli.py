@@ -92,8 +92,10 @@ def test_stats_and_tail(loaded: str, fixtures_dir: Path) -> None:
     text = _run("stats", "--store", loaded).output
     assert "top users:" in text and "403" in text
     tail = _run("tail", "--store", loaded, "-n", "3", "--format", "jsonl").output.splitlines()
-    last = (fixtures_dir / "audit.log").read_text().splitlines()[-3:]
-    assert [json.loads(line) for line in tail] == [json.loads(line) for line in last]
+    # The newest three by time (stageTimestamp, then log order), oldest of them first.
+    logged = [json.loads(line) for line in (fixtures_dir / "audit.log").read_text().splitlines()]
+    newest = sorted(enumerate(logged), key=lambda e: (e[1]["stageTimestamp"], e[0]))[-3:]
+    assert [json.loads(line) for line in tail] == [event for _, event in newest]
 
 
 def test_bad_flags_say_what_is_wrong(loaded: str, tmp_path: Path) -> None:

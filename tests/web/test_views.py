@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from auditsink.cli import main
 from auditsink.detect import Detector
 from auditsink.model import decode_body
-from auditsink.query.api import ReadAPI
+from auditsink.readlistener import ReadListener
 from auditsink.rules.engine import load_rules
 from auditsink.rules.stateful import StatefulDetectors
 from auditsink.store.base import Selector
@@ -331,7 +331,7 @@ def test_chart_svg_has_axes_legend_and_titles() -> None:
     assert overview.bucket_seconds(38 * 1_000_000) == 1
 
 
-def _asgi_get(app: ReadAPI, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+def _asgi_get(app: ReadListener, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -346,7 +346,7 @@ def _asgi_get(app: ReadAPI, path: str, headers: list[tuple[bytes, bytes]]) -> tu
 
 
 def test_ui_is_behind_the_read_api_token(store: SQLiteStore) -> None:
-    app = ReadAPI(store, token="s3cret")
+    app = ReadListener(store, token="s3cret")
     for path in ("/", "/ui/events", "/static/app.css", "/ui/users/alice.json"):
         assert _asgi_get(app, path, [])[0] == 401
     status, body = _asgi_get(app, "/", [(b"authorization", b"Bearer s3cret")])

@@ -9,14 +9,15 @@ from typing import Any
 import click
 
 from auditsink.cli.options import config_option, store_option  # noqa: F401 (re-exported)
-from auditsink.store.base import Selector, Store, StoreError, open_store
-from auditsink.timeutil import parse_when
+from auditsink.selector import FIELDS, Selector, SelectorError, from_pairs, parse_terms
+from auditsink.store.base import Store, StoreError, open_store
 
 F = Callable[..., Any]
 
 
 def open_existing_store(url: str) -> Store:
-    """Open a store for reading, with a clear error when it is missing."""
+    """Open a store for reading, with a clear error when it is missing; it is closed when
+    the command ends."""
     import os
 
     from auditsink.store.sqlite import path_from_url
@@ -28,44 +29,58 @@ def open_existing_store(url: str) -> Store:
                 "first, or pass --store sqlite:///PATH"
             )
         store = open_store(url)
-        store.open(start_writer=False)  # type: ignore[call-arg]
+        store.open(start_writer=False)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
+    # Closed when the command ends: PostgreSQL connections are not left to the collector.
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.call_on_close(store.close)
     return store
 
 
-SELECTOR_FLAGS = (
-    ("user", "users", "Username (repeatable)."),
-    ("group", "groups", "User group (repeatable)."),
-    ("verb", "verbs", "Verb: get, list, create, delete, ... (repeatable)."),
-    ("resource", "resources", "Resource: pods, pods/exec, pods/* (repeatable)."),
-    ("api-group", "api_groups", "API group, \"\" for core (repeatable)."),
-    ("namespace", "namespaces", "Namespace (repeatable)."),
-    ("name", "names", "Object name (repeatable)."),
-    ("stage", "stages", "Stage: RequestReceived, ResponseStarted, ResponseComplete, Panic."),
-    ("level", "levels", "Level: Metadata, Request, RequestResponse."),
-    ("code", "codes", "Response code: 403 or a class like 4xx (repeatable)."),
-    ("cluster", "clusters", "Cluster name (repeatable)."),
-)
+# (flag, Selector attribute, help) of every selector field, from the one table.
+SELECTOR_FLAGS = tuple((spec.flag, spec.attr, f"{spec.help} Repeatable: OR.")
+                       for spec in FIELDS)
+
+
+def query_argument(f: F) -> F:
+    """An optional QUERY argument in the query-bar syntax, for commands whose only argument
+    it is (``auditsink query 'user:alice -namespace:kube-system'``)."""
+    return click.argument("query_text", metavar="[QUERY]", required=False)(f)
 
 
 def selector_options(f: F) -> F:
-    """The selector flags plus ``--since``/``--until``."""
-    for flag, dest, help_text in reversed(SELECTOR_FLAGS):
-        f = click.option(f"--{flag}", dest, multiple=True, help=help_text)(f)
+    """The selector flags of every field, ``--since``/``--until`` and ``-q/--query`` (the
+    query-bar syntax: ``user:alice -namespace:kube-system code:4xx``)."""
+    for spec in reversed(FIELDS):
+        f = click.option(f"--{spec.flag}", spec.attr, multiple=True, metavar=spec.syntax.upper()
+                         if " " not in spec.syntax else "VALUE",
+                         help=f"{spec.help} Repeatable: OR.")(f)
     f = click.option("--until", help="Only events before: 2h (ago) or RFC 3339.")(f)
     f = click.option("--since", help="Only events after: 30m, 2h, 7d (ago) or RFC 3339.")(f)
-    return f
+    return click.option("-q", "--query", "query_option", metavar="QUERY",
+                        help="Terms like user:alice -namespace:kube-system code:4xx "
+                        "(docs/selectors.md); adds to the flags.")(f)
 
 
 def selector_from(kwargs: dict[str, Any]) -> Selector:
-    """Build a :class:`Selector` from the selector flags, consuming them from ``kwargs``."""
-    values = {dest: list(kwargs.pop(dest, ()) or ()) for _, dest, _ in SELECTOR_FLAGS}
-    selector = Selector(**values)
+    """The :class:`Selector` of the selector flags and QUERY, consuming them from ``kwargs``.
+
+    Flags and query terms add up: ``auditsink query --verb delete 'user:alice'``.
+    """
+    pairs: list[tuple[str, str]] = []
+    for spec in FIELDS:
+        pairs += [(spec.name, value) for value in kwargs.pop(spec.attr, ()) or ()]
+    for key in ("since", "until"):
+        value = kwargs.pop(key, None)
+        if value:
+            pairs.append((key, value))
+    texts = (kwargs.pop("query_text", None), kwargs.pop("query_option", None))
     try:
-        since, until = kwargs.pop("since", None), kwargs.pop("until", None)
-        selector.since = parse_when(since) if since else None
-        selector.until = parse_when(until) if until else None
-    except ValueError as exc:
+        for text in texts:
+            if text:
+                pairs += parse_terms(text)
+        return from_pairs(pairs)
+    except SelectorError as exc:
         raise click.BadParameter(str(exc)) from None
-    return selector

@@ -1,6 +1,6 @@
 """Routes of the web UI, rendering a view's dict as HTML or as its ``.json`` twin, and static files.
 
-The read API (``auditsink.query.api.ReadAPI``) hands it every ``/``, ``/ui...`` and
+The read listener (``auditsink.readlistener``) hands it every ``/``, ``/ui...`` and
 ``/static/...`` request after its own authentication, so the UI is exactly as protected as the
 API.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditsink.query.api import alert_selector_from_query
+from auditsink.query.params import alert_selector_from_query
 from auditsink.rules.priority import PRIORITIES
 from auditsink.store.base import Store
 from auditsink.web import urls

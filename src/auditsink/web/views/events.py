@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditsink.query.api import selector_from_query
+from auditsink.selector import from_query as selector_from_query
 from auditsink.store.base import Store
 from auditsink.web import urls
 from auditsink.web.views._common import Query, event_row, first, int_param
