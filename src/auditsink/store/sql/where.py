@@ -86,7 +86,9 @@ class _Builder:
         if kind == "exact":
             assert isinstance(column, str)
             if column == "name":
-                return self.in_("name", values, params)
+                clause = self.in_("name", values, params)
+                # Said outright, so that the partial object index (name <> '') applies.
+                return f"({clause} AND name <> '')" if "" not in values else clause
             if column == "audit_id":
                 return self.in_("audit_id", [self.audit_id(v) for v in values], params)
             if column == "impersonated_user":  # "" is nobody: 0, not the id of ""

@@ -46,6 +46,13 @@ def before_schema(conn: sqlite3.Connection, found: str | None) -> None:
 
 def after_schema(conn: sqlite3.Connection, found: str | None, path: str) -> None:
     """Fill what the new schema adds from what the file already holds."""
+    index = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events_object_time'"
+                         ).fetchone()
+    if index and "WHERE" not in index[0]:
+        # Written while schema 3 was being built, before the index became partial.
+        conn.execute("DROP INDEX events_object_time")
+        conn.execute("CREATE INDEX events_object_time ON events (name, resource, namespace,"
+                     " time) WHERE name <> ''")
     if found is not None and found < SCHEMA_VERSION:
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         log.warning("upgrading %s from schema %s to %s: reading its %d events once to index "
