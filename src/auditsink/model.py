@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from auditsink.textsafe import cut
+from auditsink.textsafe import cut, printable
 
 API_VERSION = "audit.k8s.io/v1"
 API_VERSION_V1BETA1 = "audit.k8s.io/v1beta1"
@@ -185,7 +185,8 @@ def snippet(data: bytes, limit: int = SNIPPET_BYTES) -> str:
     '{"a": 1}'
     """
     text = bytes(data[:limit]).decode("utf-8", "replace")
-    return text + ("..." if len(data) > limit else "")
+    # A rejected item is anything at all: its raw newlines and escapes must not reach the log.
+    return printable(text) + ("..." if len(data) > limit else "")
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
