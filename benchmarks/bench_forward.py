@@ -1,6 +1,7 @@
 """Does a slow output slow ingest, or another output? Measured, every setup in the same run.
 
-    flock /tmp/auditsink-bench.lock python -m benchmarks.bench_forward --repeat 3 --duration 8 --warmup 1
+    flock /tmp/auditsink-bench.lock \
+        python -m benchmarks.bench_forward --repeat 3 --duration 8 --warmup 1
 
 Setups (``auditsink serve --no-rules --format none`` into a fresh SQLite file each, pinned to
 CPU 0; the load driver on CPU 1; ``--no-pin`` to unpin):
@@ -10,9 +11,9 @@ CPU 0; the load driver on CPU 1; ``--no-pin`` to unpin):
 - ``fast+slow``: the same plus a ``blackhole`` output (``slow``) whose every send takes
   ``--slow-seconds`` (0.5 s per batch of 500 events: a destination ten times slower than ingest).
 
-After ``--warmup`` seconds of load on other events, the driver POSTs 400-event EventLists (every event new) from 4 threads over kept-alive
-connections for ``--duration`` seconds, resending any batch not answered 200 (as the API server
-does). Reported per setup: acknowledged events/s, p50/p99 request latency, and for the outputs
+After ``--warmup`` seconds of load on other events, the driver POSTs 400-event EventLists
+(every event new) from 4 threads over kept-alive connections for ``--duration`` seconds,
+resending any batch not answered 200 (as the API server does). Reported per setup: acknowledged events/s, p50/p99 request latency, and for the outputs
 how long after the load ended each had delivered everything acknowledged (``fast caught up``),
 and how far behind the slow one still was then. Rows go to benchmarks/results/forward.json.
 """
@@ -219,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.parent.mkdir(exist_ok=True)
         existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
         existing.append({"when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                         "command": "python -m benchmarks.bench_forward " + " ".join(argv or sys.argv[1:]),
+                         "command": "python -m benchmarks.bench_forward "
+                         + " ".join(argv or sys.argv[1:]),
                          "auditsink_source": source_version(), "rows": rows, "summary": summary})
         RESULTS.write_text(json.dumps(existing, indent=1) + "\n")
     return 0

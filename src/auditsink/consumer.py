@@ -184,8 +184,8 @@ class Attempts:
 
 
 def deliver(send: Callable[[], None], stop: threading.Event, backoff: Backoff,
-            max_attempts: int = 0, on_failure: Callable[[int, Exception, float], None] | None = None,
-            ) -> Attempts | None:
+            max_attempts: int = 0,
+            on_failure: Callable[[int, Exception, float], None] | None = None) -> Attempts | None:
     """Call ``send`` until it succeeds, or ``max_attempts`` tries failed (0: no limit).
 
     Returns None when ``stop`` was set while waiting to retry: nothing is decided then, the

@@ -50,7 +50,8 @@ class Detector(Consumer):
                 found_all += self.stateful.observe(stored.raw)
             for found in found_all:
                 alerts.append(Alert(
-                    time=parse_timestamp(found.time), rule=found.rule, priority=RANK[found.priority],
+                    time=parse_timestamp(found.time), rule=found.rule,
+                    priority=RANK[found.priority],
                     output=found.output, audit_id=found.auditID, event=stored.id,
                     cluster=stored.cluster, tags=list(found.tags), fields=dict(found.output_fields),
                 ))

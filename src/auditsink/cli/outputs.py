@@ -55,7 +55,8 @@ def status(store: Store, configs: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({
             "name": name, "type": configs[name].type if name in configs else "",
             "format": configs[name].format if name in configs else "",
-            "configured": name in configs, "position": position, "lag_events": max(0, last - position),
+            "configured": name in configs, "position": position,
+            "lag_events": max(0, last - position),
             "next_event_time": _event_time(waiting[0].raw) if waiting else "",
             "dead_letters": len(dead), "dead_events": sum(d.events for d in dead),
             "last_error": dead[-1].error if dead else "",
@@ -79,7 +80,8 @@ def _event_time(raw: bytes) -> str:
 @click.option("--since", help="replay: events after 30m, 2h, 7d (ago) or RFC 3339.")
 @click.option("--until", help="replay: events before 2h (ago) or RFC 3339.")
 @click.option("--dead-letters", is_flag=True,
-              help="replay: send the output's dead letters again (each is forgotten once delivered).")
+              help="replay: send the output's dead letters again (each is forgotten once "
+              "delivered).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def outputs_command(action: str | None, name: str | None, since: str | None, until: str | None,

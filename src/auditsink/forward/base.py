@@ -190,7 +190,8 @@ def parse_output(data: Any, where: str = "outputs[0]") -> OutputConfig:
                                 f"settings, got {data!r}")
     kind = data.get("type")
     if not kind:
-        raise OutputConfigError(f"{where}: `type` is required (one of {', '.join(sorted(OUTPUTS))})")
+        raise OutputConfigError(f"{where}: `type` is required (one of "
+                                f"{', '.join(sorted(OUTPUTS))})")
     cls = output_class(str(kind))
     config_class = cls.config_class
     fields = {f.name: f for f in dataclasses.fields(config_class)}
@@ -227,8 +228,8 @@ def parse_output(data: Any, where: str = "outputs[0]") -> OutputConfig:
 def parse_forward(spec: str, fmt: str = "native") -> OutputConfig:
     """``serve --forward TYPE:TARGET`` to a config, named after the spec (its cursor).
 
-    >>> parse_forward("file:/var/log/auditsink/audit.jsonl").path
-    '/var/log/auditsink/audit.jsonl'
+    >>> parse_forward("http:https://ops:pw@collector.example/ingest").name
+    'http:https://collector.example/ingest'
     """
     kind, sep, target = spec.partition(":")
     if not sep or not target:

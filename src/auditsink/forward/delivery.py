@@ -138,7 +138,8 @@ class Forwarder(Consumer):
             try:
                 event = decode_item(stored.raw)
             except Exception:  # noqa: BLE001 - stored events decoded once already; never stop on one
-                log.exception("output %r: cannot decode stored event %d", self.config.name, stored.id)
+                log.exception("output %r: cannot decode stored event %d", self.config.name,
+                              stored.id)
                 continue
             if keep is not None and not keep(event, stored.cluster):
                 self.stats.filtered += 1

@@ -79,7 +79,8 @@ class ElasticsearchOutput(Output):
         try:
             result: dict[str, Any] = msgspec.json.decode(answer)
         except msgspec.DecodeError:
-            raise DeliveryError(f"_bulk answered something that is not JSON: {answer[:200]!r}") from None
+            raise DeliveryError(f"_bulk answered something that is not JSON: "
+                                f"{answer[:200]!r}") from None
         if not result.get("errors"):
             return payload.rejected
         items = result.get("items") or []
@@ -87,7 +88,7 @@ class ElasticsearchOutput(Output):
             raise DeliveryError(f"_bulk answered {len(items)} items for {len(payload.docs)}")
         retry: list[Doc] = []
         rejected = list(payload.rejected)
-        for doc, item in zip(payload.docs, items):
+        for doc, item in zip(payload.docs, items, strict=True):
             answer_item = next(iter(item.values()), {})
             status = int(answer_item.get("status", 500))
             if status < 300 or status == 409:  # 409: this id is stored already

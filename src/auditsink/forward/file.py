@@ -54,7 +54,8 @@ def render(docs: Sequence[Doc]) -> bytes:
 
 
 def rotated_name(path: str, when: float) -> str:
-    """``/x/audit.jsonl`` at 2026-11-26 14:19:51.292 -> ``/x/audit-2026-11-26T14-19-51.292.jsonl``."""
+    """``/x/audit.jsonl`` at 2026-11-26 14:19:51.292 ->
+    ``/x/audit-2026-11-26T14-19-51.292.jsonl``."""
     stem, ext = os.path.splitext(path)
     stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H-%M-%S")
     return f"{stem}-{stamp}.{int(when * 1000) % 1000:03d}{ext}"

@@ -48,7 +48,8 @@ def render(docs: Sequence[Doc], static: dict[str, str] | None = None) -> bytes:
         time_ns = parse_timestamp(doc.record.event.stageTimestamp) * 1000
         streams.setdefault(key, []).append((time_ns, doc.body.decode("utf-8", "replace")))
     body: dict[str, Any] = {"streams": [
-        {"stream": dict(key), "values": [[str(t), line] for t, line in sorted(entries, key=lambda e: e[0])]}
+        {"stream": dict(key),
+         "values": [[str(t), line] for t, line in sorted(entries, key=lambda e: e[0])]}
         for key, entries in streams.items()
     ]}
     return _encoder.encode(body)

@@ -22,12 +22,18 @@ class ForwardCollector:
 
     def collect(self) -> Iterator[Metric]:
         counters = (
-            ("auditsink_output_delivered_events", "Events the output's destination took.", "delivered"),
-            ("auditsink_output_failed_attempts", "Delivery attempts that failed (each is retried).", "failed"),
-            ("auditsink_output_retried_batches", "Batches that needed more than one attempt.", "retried"),
-            ("auditsink_output_dead_letter_events", "Events given up on after max_attempts (dead letters).", "dead"),
-            ("auditsink_output_rejected_events", "Events the destination refused for good (per-item errors).", "rejected"),
-            ("auditsink_output_filtered_events", "Events the output's filter or policy left out.", "filtered"),
+            ("auditsink_output_delivered_events", "Events the output's destination took.",
+             "delivered"),
+            ("auditsink_output_failed_attempts",
+             "Delivery attempts that failed (each is retried).", "failed"),
+            ("auditsink_output_retried_batches", "Batches that needed more than one attempt.",
+             "retried"),
+            ("auditsink_output_dead_letter_events",
+             "Events given up on after max_attempts (dead letters).", "dead"),
+            ("auditsink_output_rejected_events",
+             "Events the destination refused for good (per-item errors).", "rejected"),
+            ("auditsink_output_filtered_events",
+             "Events the output's filter or policy left out.", "filtered"),
         )
         for name, help_text, attr in counters:
             family = CounterMetricFamily(name, help_text, labels=["output"])
@@ -37,9 +43,11 @@ class ForwardCollector:
         gauges = (
             ("auditsink_output_lag_events", "Committed events not yet delivered by the output.",
              lambda f: f.lag()),
-            ("auditsink_output_lag_seconds", "Seconds since the output was last caught up (0 while it is).",
+            ("auditsink_output_lag_seconds",
+             "Seconds since the output was last caught up (0 while it is).",
              lambda f: f.lag_seconds()),
-            ("auditsink_output_active", "Whether this process runs the output (1) or another replica does (0).",
+            ("auditsink_output_active",
+             "Whether this process runs the output (1) or another replica does (0).",
              lambda f: int(f.loop.active)),
         )
         for name, help_text, read in gauges:

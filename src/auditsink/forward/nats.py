@@ -92,8 +92,9 @@ class NatsOutput(Output):
             await self._connect()
         subject = self.config.subject
         # All in flight at once, each waiting for its PubAck.
-        acks = await asyncio.gather(*(self._js.publish(subject, body, headers={"Nats-Msg-Id": ident})
-                                      for ident, body in payload), return_exceptions=True)
+        publishes = (self._js.publish(subject, body, headers={"Nats-Msg-Id": ident})
+                     for ident, body in payload)
+        acks = await asyncio.gather(*publishes, return_exceptions=True)
         failed = [a for a in acks if isinstance(a, BaseException)]
         if failed:
             raise DeliveryError(f"nats {subject}: {len(failed)} of {len(payload)} publishes "
