@@ -116,3 +116,31 @@ def test_an_outage_delays_delivery(nats_server: Nats, fixture_store: SQLiteStore
     forwarder.output.close()
     assert forwarder.stats.failed >= 1 and forwarder.stats.delivered == 974
     assert len(nats_server.messages("X")) == 974
+
+
+def test_the_worker_runs_the_outputs_beside_the_bus(nats_server: Nats, tmp_path: Path,
+                                                    fixtures_dir: Path) -> None:
+    """With --bus, serve has no store: `auditsink worker` stores and forwards."""
+    from bus.conftest import WorkerProcess
+    from conftest import ServerProcess
+
+    archive = tmp_path / "archive.jsonl"
+    serve_dir = tmp_path / "serve"
+    serve_dir.mkdir()
+    server = ServerProcess(serve_dir, "--bus", nats_server.url, "--format", "none",
+                           api=False).start()
+    worker = WorkerProcess(tmp_path, "worker", "--bus", nats_server.url,
+                           "--store", f"sqlite:///{tmp_path}/w.db", "--forward", f"file:{archive}")
+    try:
+        worker.wait_consuming()
+        body = (fixtures_dir / "audit.log").read_bytes()
+        assert server.post(body)[0] == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+                not archive.exists() or len(archive.read_text().splitlines()) < 974):
+            time.sleep(0.1)
+        lines = archive.read_text().splitlines()
+        assert len(lines) == 974 and json.loads(lines[0])["kind"] == "Event"
+    finally:
+        server.stop()
+        assert worker.stop() == 0
