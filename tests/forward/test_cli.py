@@ -33,8 +33,16 @@ def test_status_and_replays(tmp_path: Path, fixture_store: SQLiteStore) -> None:
     assert (row["name"], row["type"], row["position"], row["lag_events"], row["dead_letters"],
             row["dead_events"]) == ("archive", "file", 500, 474, 1, 500)
     assert "No such file or directory" in row["last_error"]
+    # Seen from another process: it is failing, since when, and why.
+    assert row["failed_attempts"] == 2 and row["failing_since"].startswith("20")
+    assert "No such file or directory" in row["failure"]
     text = runner.invoke(main, ["outputs", "--config", str(config)])
     assert text.output.startswith("archive  [file/native]  at 500, 474 events behind (next: ")
+    assert "\n  failing since " in text.output
+    forwarder.step(threading.Event())  # the next batch goes through: no longer failing
+    (row,) = json.loads(runner.invoke(main, ["outputs", "--config", str(config), "--format",
+                                             "json"]).output)
+    assert row["failing_since"] == "" and row["position"] == 974
     # The dead letter, sent again once the destination is back, is forgotten.
     replayed = runner.invoke(main, ["outputs", "replay", "archive", "--config", str(config),
                                     "--dead-letters"])
@@ -42,12 +50,12 @@ def test_status_and_replays(tmp_path: Path, fixture_store: SQLiteStore) -> None:
     assert "replayed 500 events to archive" in replayed.output
     assert fixture_store.dead_letters() == []
     lines = (archive / "a.jsonl").read_text().splitlines()
-    assert len(lines) == 500 and fixture_store.get_cursor("output:archive") == 500
+    assert len(lines) == 974 and fixture_store.get_cursor("output:archive") == 974
     # A time range, sent again whole (duplicates are the point of a replay).
     again = runner.invoke(main, ["outputs", "replay", "archive", "--config", str(config),
                                  "--since", "2000-01-01T00:00:00Z"])
     assert again.exit_code == 0 and "replayed 974 events" in again.output
-    assert len((archive / "a.jsonl").read_text().splitlines()) == 1474
+    assert len((archive / "a.jsonl").read_text().splitlines()) == 1948
     unknown = runner.invoke(main, ["outputs", "replay", "siem", "--config", str(config),
                                    "--since", "1h"])
     assert unknown.exit_code == 2 and "no output named 'siem'" in unknown.output

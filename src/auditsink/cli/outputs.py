@@ -15,6 +15,7 @@ import click
 from auditsink.cli.common import open_existing_store
 from auditsink.cli.group import main
 from auditsink.cli.options import call_service, settings_from, settings_options
+from auditsink.forward.delivery import STATUS_STATE
 from auditsink.store.base import Selector, Store
 from auditsink.timeutil import format_micros, parse_when
 
@@ -52,6 +53,8 @@ def status(store: Store, configs: dict[str, Any]) -> list[dict[str, Any]]:
         position = cursors.get(name, 0)
         waiting = store.query(Selector(), limit=1, after_id=position, newest_first=False)
         dead = dead_by_output.get(name, [])
+        saved = store.load_state(STATUS_STATE + name)
+        failing = json.loads(saved) if saved else {}
         rows.append({
             "name": name, "type": configs[name].type if name in configs else "",
             "format": configs[name].format if name in configs else "",
@@ -60,6 +63,10 @@ def status(store: Store, configs: dict[str, Any]) -> list[dict[str, Any]]:
             "next_event_time": _event_time(waiting[0].raw) if waiting else "",
             "dead_letters": len(dead), "dead_events": sum(d.events for d in dead),
             "last_error": dead[-1].error if dead else "",
+            "failing_since": format_micros(int(failing["failing_since"] * 1e6))
+            if failing.get("failing_since") else "",
+            "failed_attempts": failing.get("failed_attempts", 0),
+            "failure": failing.get("last_error", ""),
         })
     return rows
 
@@ -125,6 +132,9 @@ def outputs_command(action: str | None, name: str | None, since: str | None, unt
         dead = (f"; {row['dead_letters']} dead letters ({row['dead_events']} events), last: "
                 f"{row['last_error'][:120]}") if row["dead_letters"] else "; no dead letters"
         click.echo(f"{row['name']}  [{kind}]  {where}{dead}")
+        if row["failing_since"]:
+            click.echo(f"  failing since {row['failing_since']} ({row['failed_attempts']} "
+                       f"attempts): {row['failure'][:200]}")
 
 
 def _replay(settings: Any, configs: dict[str, Any], name: str, since: str | None,

@@ -11,6 +11,7 @@ same transaction as any dead letter: delivery is at least once (docs/forward.md,
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from auditsink.model import Item, decode_item
 from auditsink.store.base import DeadLetter, Selector, Store, StoredEvent
 
 log = logging.getLogger("auditsink.forward")
+STATUS_STATE = "output-status:"  # + output name: JSON of its current failure, {} when none
 
 Predicate = Callable[[Any, str], bool]
 
@@ -94,6 +96,8 @@ class Forwarder(Consumer):
         self.policy = compile_policy(config)
         self.backoff = Backoff(config.backoff_seconds, config.backoff_max_seconds)
         self.stats = ForwardStats()
+        self._status: dict[str, Any] | None = None
+        self._status_saved = 0.0
         self.loop = ConsumerLoop(store, self)
 
     # -- the consumer --------------------------------------------------------------------
@@ -179,6 +183,7 @@ class Forwarder(Consumer):
                 self.stats.retried += 1
             log.warning("output %r: delivery failed (%s); attempt %d, retrying in %.1fs",
                         name, exc, tries, delay)
+            self._note_failure(str(exc))
 
         attempts = self.config.max_attempts if max_attempts is None else max_attempts
         outcome = deliver(attempt, stop, self.backoff, attempts, on_failure=failed)
@@ -186,10 +191,38 @@ class Forwarder(Consumer):
             if outcome.delivered:
                 self.stats.delivered += len(docs) - len(rejected)
                 self.stats.batches += 1
+                self._note_recovery()
             else:
                 self.stats.failed += 1
+                self._note_failure(outcome.error, keep_now=True)
             self.stats.rejected += len(rejected)
         return outcome, rejected
+
+    # -- what `auditsink outputs` shows of a failing output ---------------------------------
+
+    def _note_failure(self, error: str, keep_now: bool = False) -> None:
+        """Keep the failure beside the log (at most every 5 s), so `auditsink outputs` in
+        another process can say this output is failing, since when, and why."""
+        now = time.time()
+        status = self._status
+        if status is None:
+            status = self._status = {"failing_since": now, "failed_attempts": 0}
+        status["failed_attempts"] += 1
+        status["last_error"] = error[:500]
+        if keep_now or now - self._status_saved >= 5 or status["failed_attempts"] == 1:
+            self._save_status(status)
+
+    def _note_recovery(self) -> None:
+        if self._status is not None:
+            self._status = None
+            self._save_status({})
+
+    def _save_status(self, status: dict[str, Any]) -> None:
+        self._status_saved = time.time()
+        try:
+            self.store.save_state(STATUS_STATE + self.config.name, json.dumps(status).encode())
+        except Exception as exc:  # noqa: BLE001 - a status line must not stop delivery
+            log.debug("output %r: cannot keep its status: %s", self.config.name, exc)
 
     # -- running -------------------------------------------------------------------------
 
