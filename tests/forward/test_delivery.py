@@ -15,7 +15,8 @@ from auditsink.forward import Forwarder, parse_output
 from auditsink.store.sqlite import SQLiteStore
 
 
-def test_filter_and_policy_apply_to_this_output_only(tmp_path: Path, fixture_store: SQLiteStore) -> None:
+def test_filter_and_policy_apply_to_this_output_only(tmp_path: Path,
+                                                     fixture_store: SQLiteStore) -> None:
     policy = tmp_path / "metadata.yaml"
     policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n")
     deletes = tmp_path / "deletes.jsonl"
@@ -34,7 +35,8 @@ def test_filter_and_policy_apply_to_this_output_only(tmp_path: Path, fixture_sto
     assert len(whole.read_text().splitlines()) == len(everything)
 
 
-def test_a_failing_output_dead_letters_and_moves_on(tmp_path: Path, fixture_store: SQLiteStore) -> None:
+def test_a_failing_output_dead_letters_and_moves_on(tmp_path: Path,
+                                                    fixture_store: SQLiteStore) -> None:
     target = tmp_path / "gone"
     target.mkdir()
     config = {"type": "file", "name": "archive", "path": str(target / "a.jsonl"),

@@ -18,7 +18,8 @@ from auditsink.forward.file import FileOutput, rotated_name
 from auditsink.store.sqlite import SQLiteStore
 
 
-def test_native_file_reimported_equals_the_store(tmp_path: Path, fixture_store: SQLiteStore) -> None:
+def test_native_file_reimported_equals_the_store(tmp_path: Path,
+                                                 fixture_store: SQLiteStore) -> None:
     path = tmp_path / "out" / "audit.jsonl"
     path.parent.mkdir()
     forwarder = forward_all(fixture_store, {"type": "file", "path": str(path)})

@@ -89,7 +89,8 @@ def nats_server(tmp_path: Path) -> Iterator[Nats]:
     server.stop()
 
 
-def test_every_event_lands_in_the_stream_once(nats_server: Nats, fixture_store: SQLiteStore) -> None:
+def test_every_event_lands_in_the_stream_once(nats_server: Nats,
+                                              fixture_store: SQLiteStore) -> None:
     settings = {"type": "nats", "url": nats_server.url, "subject": "audit.prod",
                 "stream": "AUDIT", "batch_events": 300}
     forwarder = forward_all(fixture_store, settings)

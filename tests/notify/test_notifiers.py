@@ -197,7 +197,8 @@ def test_history_is_not_notified_unless_asked(tmp_path: Path, receiver: _Receive
     store.close()
 
 
-def test_serve_notifies_a_webhook(server_factory: Any, receiver: _Receiver, falco_dir: Path) -> None:
+def test_serve_notifies_a_webhook(server_factory: Any,
+                                  receiver: _Receiver, falco_dir: Path) -> None:
     receiver.failing = False
     # The trace is from 2018: history, notified only because --notify-since asks for it.
     server = server_factory("--format", "none", "--notify", f"webhook:{receiver.url}",
