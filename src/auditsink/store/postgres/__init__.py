@@ -98,6 +98,14 @@ class PostgresStore(GroupCommitWriter, PostgresWrites, PostgresConsumers, SQLRea
             self._conn.close()
             self._conn = None
         for conn in self._claims.values():
+            # Unlock before closing: a closed session's locks go only when its backend has
+            # exited, which a busy server does a moment later, so another replica asking
+            # right after the close would still be refused.
+            try:
+                if not (conn.closed or conn.broken):
+                    conn.execute("SELECT pg_advisory_unlock_all()")
+            except Exception:  # noqa: BLE001 - closing anyway; the session's end releases them
+                pass
             conn.close()  # ends the session: its consumer claims pass to another replica
         self._claims.clear()
         self._held.clear()
