@@ -16,15 +16,15 @@ from auditsink.admit.sources import iter_file_items
 from auditsink.cli.group import main
 from auditsink.cli.common import SELECTOR_FLAGS, config_option, open_existing_store, store_option
 from auditsink.model import BadItem
-from auditsink.selector import SelectorError
-from auditsink.rbac.diff import diff_subject, render_text
 from auditsink.rbac import stored
+from auditsink.rbac.diff import diff_subject, render_text
 from auditsink.rbac.granted import GrantedError, Snapshot, read_cluster, read_files
 from auditsink.rbac.identity import Identity
 from auditsink.rbac.render import render
 from auditsink.rbac.request import Observed, observe, observe_raw
 from auditsink.rbac.suggest import SuggestOptions, suggest
-from auditsink.store.base import Selector, Store, StoreError, open_store
+from auditsink.selector import Selector, SelectorError
+from auditsink.store.base import Store, StoreError, open_store
 from auditsink.timeutil import format_micros, parse_when
 
 F = Callable[..., Any]
@@ -67,7 +67,9 @@ def _identities(kwargs: dict[str, Any]) -> list[Identity]:
 def _selector(kwargs: dict[str, Any]) -> tuple[Selector, str]:
     """The store selector and how the command line chose it (for the YAML header)."""
     values = {dest: list(kwargs.pop(dest, ()) or ()) for _, dest, _ in _FLAGS}
-    selector = Selector(**values)
+    selector = Selector()
+    for dest, given in values.items():
+        setattr(selector, dest, given)
     said = [f"--{flag} {v}" for flag, dest, _ in _FLAGS for v in values[dest]]
     since, until = kwargs.pop("since", None), kwargs.pop("until", None)
     try:
@@ -106,9 +108,9 @@ def _observe(event_files: tuple[str, ...], store_url: str, kwargs: dict[str, Any
 def _one_cluster(found: dict[Identity, Observed]) -> None:
     clusters = sorted({c for o in found.values() for c in o.clusters})
     if len(clusters) > 1:
-        raise click.UsageError(
-            f"the events come from {len(clusters)} clusters ({', '.join(c or '(unnamed)' for c in clusters)}): "
-            "RBAC is per cluster, pass --cluster NAME")
+        names = ", ".join(c or "(unnamed)" for c in clusters)
+        raise click.UsageError(f"the events come from {len(clusters)} clusters ({names}): "
+                               "RBAC is per cluster, pass --cluster NAME")
 
 
 @main.group()

@@ -27,7 +27,8 @@ class Rule:
     def allows(self, request: Request) -> bool:
         """RBAC's RuleAllows.
 
-        >>> Rule(("get",), ("apps",), ("*/scale",)).allows(Request("get", "apps", "deployments", "scale"))
+        >>> scale = Request("get", "apps", "deployments", "scale")
+        >>> Rule(("get",), ("apps",), ("*/scale",)).allows(scale)
         True
         >>> Rule(("get",), non_resource_urls=("/api*",)).allows(Request("get", path="/apis/apps"))
         True

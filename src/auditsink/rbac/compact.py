@@ -41,10 +41,11 @@ def without_covered(atoms: Iterable[Atom]) -> set[Atom]:
 def resource_rules(atoms: Iterable[Atom]) -> list[Rule]:
     """The rules for resource atoms: one API group each, verbs and names sorted.
 
-    >>> resource_rules([Atom("", "pods", "", "get"), Atom("", "pods", "", "list"),
-    ...                 Atom("", "configmaps", "", "get"), Atom("", "configmaps", "", "list"),
-    ...                 Atom("", "pods", "web", "get")])
-    [Rule(verbs=('get', 'list'), api_groups=('',), resources=('configmaps', 'pods'), resource_names=(), non_resource_urls=())]
+    >>> [rule] = resource_rules([Atom("", "pods", "", "get"), Atom("", "pods", "", "list"),
+    ...     Atom("", "configmaps", "", "get"), Atom("", "configmaps", "", "list"),
+    ...     Atom("", "pods", "web", "get")])
+    >>> rule.verbs, rule.resources, rule.resource_names
+    (('get', 'list'), ('configmaps', 'pods'), ())
     """
     # Which verbs each (group, resource, name) has...
     verbs: dict[tuple[str, str, str], set[str]] = defaultdict(set)
@@ -66,8 +67,9 @@ def resource_rules(atoms: Iterable[Atom]) -> list[Rule]:
 def url_rules(atoms: Iterable[UrlAtom]) -> list[Rule]:
     """The rules for non-resource URL atoms: URLs grouped by their verbs.
 
-    >>> url_rules([UrlAtom("/metrics", "get"), UrlAtom("/logs", "get")])
-    [Rule(verbs=('get',), api_groups=(), resources=(), resource_names=(), non_resource_urls=('/logs', '/metrics'))]
+    >>> [rule] = url_rules([UrlAtom("/metrics", "get"), UrlAtom("/logs", "get")])
+    >>> rule.verbs, rule.non_resource_urls
+    (('get',), ('/logs', '/metrics'))
     """
     verbs: dict[str, set[str]] = defaultdict(set)
     for atom in atoms:

@@ -98,18 +98,20 @@ class Snapshot:
             raise GrantedError(f"{where}: apiVersion {api_version!r}: expected "
                                f"{RBAC_API_VERSIONS[0]}")
         meta = obj.get("metadata")
-        name = meta.get("name") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict):
+            meta = {}
+        name = meta.get("name")
         if not isinstance(name, str) or not name:
             raise GrantedError(f"{where}: metadata.name: expected the {kind}'s name")
         where = f"{where} ({kind} {name})"
-        namespace = meta.get("namespace") if isinstance(meta, dict) else None
+        namespace = meta.get("namespace")
         namespaced = kind in ("Role", "RoleBinding")
         if namespaced and (not isinstance(namespace, str) or not namespace):
             raise GrantedError(f"{where}: metadata.namespace: a {kind} needs one")
         kept = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
         self.objects.append(kept)
         if kind == "Role":
-            self.roles[(namespace, name)] = _rules(obj.get("rules"), where)
+            self.roles[(str(namespace), name)] = _rules(obj.get("rules"), where)
         elif kind == "ClusterRole":
             # An aggregated ClusterRole's rules are filled in by the controller: read them as is.
             self.cluster_roles[name] = _rules(obj.get("rules"), where)
@@ -234,7 +236,9 @@ class _VerifiedHTTPS(http.client.HTTPSConnection):
 
 def read_cluster(kubeconfig: str | Path, timeout: float = 30.0) -> Snapshot:
     """A snapshot of a live cluster through ``kubeconfig``'s current context."""
-    from auditsink.setup.clientcmd import KubeconfigError, auth_header, load_webhook_config, ssl_context
+    from auditsink.setup.clientcmd import (
+        KubeconfigError, auth_header, load_webhook_config, ssl_context,
+    )
 
     name = str(kubeconfig)
     try:

@@ -111,9 +111,10 @@ class Request(NamedTuple):
 def request_of(facts: AuditFacts) -> Request | None:
     """The RBAC attributes of an event, or None when it has nothing to authorize.
 
-    >>> request_of(msgspec.json.decode(b'{"verb":"get","requestURI":"/version?timeout=32s"}',
-    ...                                type=AuditFacts))
-    Request(verb='get', api_group='', resource='', subresource='', namespace='', name='', path='/version')
+    >>> facts = msgspec.json.decode(b'{"verb":"get","requestURI":"/version?timeout=32s"}',
+    ...                             type=AuditFacts)
+    >>> str(request_of(facts))
+    'get /version'
     """
     verb = facts.verb
     if not verb:
