@@ -15,6 +15,7 @@ Within one field, values are alternatives (OR); across fields they must all hold
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +26,13 @@ from auditsink.model import LEVELS, STAGES, Event
 from auditsink.timeutil import parse_timestamp, parse_when
 
 DECISION_ANNOTATION = "authorization.k8s.io/decision"
+# Values an event controls are hostile: a 50 MB user agent must not become a 50 MB index
+# entry (and an in-memory dictionary key) for good. Past this many characters a value is
+# matched, indexed and interned as its head plus a hash of the whole (``bounded``); the event's
+# own bytes keep it exactly.
+INDEXED_CHARS = 1024
+# The groups of one user that are indexed and matched (the event keeps them all).
+INDEXED_GROUPS = 1000
 DECISIONS = ("allow", "forbid")
 
 # How a field's values are written and compared. The store implements each kind in SQL
@@ -56,6 +64,19 @@ class Field:
     syntax: str
     choices: tuple[str, ...] = ()
     example: str = ""
+
+
+def bounded(value: str) -> str:
+    """``value``, or past :data:`INDEXED_CHARS` its head and a hash of the whole: what
+    selectors compare and stores index, so that two long values stay apart.
+
+    >>> len(bounded("x" * 5000)), bounded("kubectl")
+    (1024, 'kubectl')
+    """
+    if len(value) <= INDEXED_CHARS:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return value[:INDEXED_CHARS - 34] + "\u2026#" + digest
 
 
 def _ref(attr: str) -> Callable[[Event, str], str]:
@@ -104,7 +125,8 @@ FIELDS: tuple[Field, ...] = (
           "Requests made as this user through impersonation (kubectl --as); \"\" selects those"
           " made without.", "exact name or \"\"",
           example="mallory"),
-    Field("group", "groups", "group", "groups", "groups", lambda e, c: e.user.groups,
+    Field("group", "groups", "group", "groups", "groups",
+          lambda e, c: e.user.groups[:INDEXED_GROUPS],
           "Requests by a user in this group (of the authenticated user).", "exact group",
           example="system:masters"),
     Field("verb", "verbs", "verb", "exact", "verb", lambda e, c: e.verb,
@@ -450,9 +472,26 @@ Predicate = Callable[[Event, str], bool]
 
 
 def _matcher(spec: Field, values: list[str]) -> Predicate:
-    """One field's test, as its kind defines it (the SQL twin is store/sql/where.py)."""
-    get = spec.get
+    """One field's test, as its kind defines it (the SQL twin is store/sql/where.py).
+
+    Event values are compared as the store indexes them (:func:`bounded`), and so are the
+    values asked for.
+    """
+    raw_get = spec.get
     kind = spec.kind
+    if kind != "resource":  # resource/subresource: each part is bounded on its own
+        values = [bounded(v) for v in values]
+
+    def get(event: Event, cluster: str) -> Any:
+        found = raw_get(event, cluster)
+        if isinstance(found, str):
+            return bounded(found)
+        if isinstance(found, tuple):
+            return tuple(bounded(v) for v in found)
+        if isinstance(found, list):
+            return [bounded(v) for v in found]
+        return found
+
     if kind == "either":
         # The authenticated side may be "" (a request refused at authentication); the
         # impersonated side "" is nobody, never a match.
@@ -467,14 +506,16 @@ def _matcher(spec: Field, values: list[str]) -> Predicate:
         wanted = frozenset(values)
         return lambda e, c: not wanted.isdisjoint(get(e, c))
     if kind == "resource":
-        exact = frozenset(v for v in values if not v.endswith("/*"))
-        any_sub = frozenset(v[:-2] for v in values if v.endswith("/*"))
+        parts = [v.partition("/") for v in values]
+        exact = frozenset((bounded(r), bounded(sub)) for r, _, sub in parts if sub != "*")
+        any_sub = frozenset(bounded(r) for r, _, sub in parts if sub == "*")
 
         def resource(event: Event, cluster: str) -> bool:
             ref = event.objectRef
             if ref is None or not ref.resource:
                 return False
-            return event.resource_path in exact or ref.resource in any_sub
+            name = bounded(ref.resource)
+            return (name, bounded(ref.subresource)) in exact or name in any_sub
 
         return resource
     if kind == "code":

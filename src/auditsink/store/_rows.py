@@ -11,7 +11,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from auditsink.model import LEVELS, STAGES, Event
-from auditsink.selector import DECISIONS, client_ip, decision_of, request_path
+from auditsink.selector import (
+    DECISIONS,
+    INDEXED_GROUPS,
+    bounded,
+    client_ip,
+    decision_of,
+    request_path,
+)
 
 # Group lists are interned as one string with this prefix, so no user or verb can collide.
 GROUPS_PREFIX = "\x1fgroups\x1f"
@@ -36,17 +43,23 @@ _DECISION = {name: index + 1 for index, name in enumerate(DECISIONS)}
 
 def row_strings(event: Event) -> tuple[str, ...]:
     """The strings an event's row refers to by id, in :data:`KEY_COLUMNS` order (groups as
-    one prefixed string; "" impersonated user: nobody)."""
+    one prefixed string; "" impersonated user: nobody), each :func:`bounded`."""
     ref = event.objectRef
     user = event.user
     impersonated = event.impersonatedUser
     return (
-        event.verb, user.username, GROUPS_PREFIX + "\n".join(user.groups), client_ip(event),
-        event.userAgent, ref.apiGroup if ref else "", ref.resource if ref else "",
-        ref.subresource if ref else "", ref.namespace if ref else "",
-        impersonated.username if impersonated is not None else "",
-        request_path(event.requestURI),
+        bounded(event.verb), bounded(user.username), _groups(user.groups),
+        bounded(client_ip(event)), bounded(event.userAgent),
+        bounded(ref.apiGroup) if ref else "", bounded(ref.resource) if ref else "",
+        bounded(ref.subresource) if ref else "", bounded(ref.namespace) if ref else "",
+        bounded(impersonated.username) if impersonated is not None else "",
+        bounded(request_path(event.requestURI)),
     )
+
+
+def _groups(groups: list[str]) -> str:
+    """The group list as one string; each group bounded, the list too (a few thousand)."""
+    return GROUPS_PREFIX + "\n".join(bounded(g) for g in groups[:INDEXED_GROUPS])
 
 
 def decision_value(event: Event) -> int:

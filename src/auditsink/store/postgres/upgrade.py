@@ -13,7 +13,7 @@ import msgspec
 import zstandard
 
 from auditsink.model import Event
-from auditsink.selector import request_path
+from auditsink.selector import bounded, request_path
 from auditsink.store._rows import NOBODY, decision_value
 
 log = logging.getLogger("auditsink.store")
@@ -56,9 +56,9 @@ def fill_identity(conn: Any) -> None:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
             who = event.impersonatedUser
-            updates.append((intern(who.username) if who is not None and who.username else NOBODY,
-                            decision_value(event), intern(request_path(event.requestURI)),
-                            ident))
+            who_id = intern(bounded(who.username)) if who is not None and who.username else NOBODY
+            path_id = intern(bounded(request_path(event.requestURI)))
+            updates.append((who_id, decision_value(event), path_id, ident))
         with conn.cursor() as cur:
             cur.executemany("UPDATE events SET impersonated_user = %s, decision = %s, uri = %s"
                             " WHERE id = %s", updates)

@@ -20,6 +20,7 @@ from auditsink.selector import (
     DECISIONS,
     Field,
     Selector,
+    bounded,
     code_ranges,
     networks,
     validate,
@@ -78,6 +79,8 @@ class _Builder:
     def clause(self, spec: Field, values: list[str], params: list[object]) -> str:
         """One field's condition (the ``either`` kind: both columns OR'd)."""
         kind, column = spec.kind, spec.column
+        if kind != "resource":  # stored values are bounded; resource bounds each part
+            values = [bounded(v) for v in values]
         if kind == "either":
             alternatives = self.either(spec, values)
             for _, own in alternatives:
@@ -143,7 +146,7 @@ class _Builder:
     def either(self, spec: Field, values: list[str]) -> list[tuple[str, list[object]]]:
         """``user``: one (clause, parameters) per column. The impersonated side also says
         ``<> 0`` (0: no impersonation), which is what lets its partial index apply."""
-        ids = self.r._resolve(values)
+        ids = self.r._resolve([bounded(v) for v in values])
         first, second = spec.column
         out: list[tuple[str, list[object]]] = []
         for column in (first, second):
@@ -160,6 +163,7 @@ class _Builder:
         alternatives = []
         for spec in resources:
             resource, _, sub = spec.partition("/")
+            resource, sub = bounded(resource), bounded(sub)
             ids = self.r._resolve([resource])
             if not ids or not resource:
                 continue

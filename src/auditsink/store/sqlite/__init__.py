@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from auditsink.store._rows import KEY_COLUMNS
 from auditsink.store._writer import GroupCommitWriter, Task
 from auditsink.store.base import StoreError
 from auditsink.store.sql.dialect import SQLITE
@@ -35,6 +36,9 @@ __all__ = ["SQLiteStore", "Checkpointer", "pack_audit_id", "path_from_url", "SCH
 
 SCHEMA_VERSION = upgrade.SCHEMA_VERSION
 WRITER_CACHE_KIB = 16 * 1024
+# Retention sweeps unreferenced strings at most this often (seconds): a sweep reads every
+# event once.
+SWEEP_EVERY = 3600.0
 log = logging.getLogger("auditsink.store")
 
 
@@ -87,6 +91,7 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
         self._checkpointer: Checkpointer | None = None
         self._claims: dict[str, Any] = {}
         self.checkpoint_interval = checkpoint_interval
+        self._swept_at = float("-inf")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -160,6 +165,7 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
         started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._interner.check(conn)
             self.duplicates += insert(conn, self._interner, tasks, self._level,
                                       self.blob_events)
             conn.execute("COMMIT")
@@ -198,7 +204,50 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
             count = self.call_in_writer(delete_chunk)
             deleted += count
             if count < chunk:
-                return deleted
+                break
+        if deleted and time.monotonic() - self._swept_at > SWEEP_EVERY:
+            self.sweep_strings()
+        return deleted
+
+    def sweep_strings(self) -> int:
+        """Delete the strings no stored event refers to any more (retention took their
+        events); returns how many.
+
+        The references are gathered on a reader connection (one pass per column, seconds for
+        ten million events, while ingest goes on); then, on the writer thread, the events
+        committed meanwhile are checked too, the rest deleted, and ``strings_generation``
+        raised so that every writer of the file drops the ids it had cached.
+        """
+        self._swept_at = time.monotonic()
+        reader = self._reader()
+        position = self.last_id()
+        top = reader.execute("SELECT coalesce(max(id), 0) FROM strings").fetchone()[0]
+        used = _referenced(reader, "")
+        candidates = [ident for (ident,) in reader.execute(
+            "SELECT id FROM strings WHERE id <= ? AND value <> ''", (top,)) if ident not in used]
+        if not candidates:
+            return 0
+
+        def delete(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                recent = _referenced(conn, f" WHERE id > {int(position)}")
+                gone = [(ident,) for ident in candidates if ident not in recent]
+                conn.executemany("DELETE FROM strings WHERE id = ?", gone)
+                conn.execute("INSERT INTO meta (key, value) VALUES ('strings_generation', '1')"
+                             " ON CONFLICT (key) DO UPDATE SET value = value + 1")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            assert self._interner is not None
+            self._interner.reload(conn)
+            return len(gone)
+
+        swept: int = self.call_in_writer(delete)
+        if swept:
+            log.info("retention: %d strings no stored event refers to were deleted", swept)
+        return swept
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -225,3 +274,12 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
             except OSError:
                 pass
         return total
+
+
+def _referenced(conn: sqlite3.Connection, where: str) -> set[int]:
+    """Every string id the events (``where``: a condition on them) refer to."""
+    used: set[int] = set()
+    for column in (*KEY_COLUMNS, "cluster"):
+        quoted = '"user"' if column == "user" else column
+        used.update(row[0] for row in conn.execute(f"SELECT DISTINCT {quoted} FROM events{where}"))
+    return used

@@ -13,6 +13,7 @@ from typing import Any
 import zstandard
 
 from auditsink.model import LEVEL_RANK, Item
+from auditsink.selector import bounded
 from auditsink.store._rows import NOBODY, REJECTED_BODY_BYTES, decision_value, row_strings
 from auditsink.store._writer import Task
 from auditsink.store.base import WriteResult
@@ -26,8 +27,10 @@ INSERT = (
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
-# Past this many distinct (verb, user, ..., uri) tuples the lookup cache starts over.
+# Past this many distinct (verb, user, ..., uri) tuples the lookup cache starts over, and past
+# this many strings the dictionary cache does: memory stays bounded whatever senders send.
 KEY_CACHE = 100_000
+STRING_CACHE = 200_000
 
 
 def pack_audit_id(audit_id: str) -> bytes | str:
@@ -49,25 +52,41 @@ def pack_audit_id(audit_id: str) -> bytes | str:
 
 
 class Interner:
-    """The writer's copy of the ``strings`` dictionary: value -> id, new values inserted."""
+    """The writer's cache of the ``strings`` dictionary: value -> id, new values inserted.
+
+    Bounded (:data:`STRING_CACHE` entries, then it starts over) and filled as values are met,
+    not loaded whole at start: a store that saw millions of distinct request paths or user
+    agents costs no more memory than one that saw a few. ``generation`` follows the store's
+    ``strings_generation``: when a sweep (``SQLiteStore.sweep_strings``) deleted strings,
+    every writer on the file drops what it cached before using an id again.
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.reload(conn)
 
     def reload(self, conn: sqlite3.Connection) -> None:
-        """Start over from the table (after a rollback took the ids it handed out)."""
-        self.ids: dict[str, int] = dict(conn.execute("SELECT value, id FROM strings"))
+        """Start over (after a rollback took the ids it handed out, or a sweep)."""
+        self.ids: dict[str, int] = {}
         self.keys: dict[tuple[str, ...], tuple[int, ...]] = {}
         self.clusters: set[str] = {row[0] for row in conn.execute("SELECT name FROM clusters")}
+        self.generation = generation(conn)
+
+    def check(self, conn: sqlite3.Connection) -> None:
+        """Inside the commit's transaction: start over if strings were swept since."""
+        if generation(conn) != self.generation:
+            self.reload(conn)
 
     def intern(self, conn: sqlite3.Connection, value: str) -> int:
         ident = self.ids.get(value)
         if ident is None:
-            ident = conn.execute(
-                "INSERT INTO strings (value) VALUES (?) ON CONFLICT (value) DO UPDATE"
-                " SET value=value RETURNING id", (value,)).fetchone()[0]
-            self.ids[value] = ident
-        return int(ident)
+            if len(self.ids) > STRING_CACHE:
+                self.ids.clear()
+            row = conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
+            if row is None:
+                row = conn.execute("INSERT INTO strings (value) VALUES (?) RETURNING id",
+                                   (value,)).fetchone()
+            ident = self.ids[value] = int(row[0])
+        return ident
 
     def row_ids(self, conn: sqlite3.Connection, strings: tuple[str, ...]) -> tuple[int, ...]:
         """Dictionary ids of :func:`row_strings`; most events share all of them with others,
@@ -88,6 +107,12 @@ class Interner:
             conn.execute("INSERT OR IGNORE INTO clusters (name) VALUES (?)", (name,))
             self.clusters.add(name)
         return self.intern(conn, name)
+
+
+def generation(conn: sqlite3.Connection) -> int:
+    """How many times strings were swept from this file."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'strings_generation'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task], level: int,
@@ -116,9 +141,9 @@ def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task], leve
             ref = event.objectRef
             status = event.responseStatus
             rows.append(
-                (parse_timestamp(event.stageTimestamp), pack_audit_id(event.auditID), cluster,
-                 STAGE_INDEX.get(event.stage, 0), LEVEL_RANK[event.level],
-                 ref.name if ref else "", status.code if status is not None else 0,
+                (parse_timestamp(event.stageTimestamp), pack_audit_id(bounded(event.auditID)),
+                 cluster, STAGE_INDEX.get(event.stage, 0), LEVEL_RANK[event.level],
+                 bounded(ref.name) if ref else "", status.code if status is not None else 0,
                  decision_value(event))
                 + places[position] + interner.row_ids(conn, row_strings(event)))
             position += 1
