@@ -508,6 +508,8 @@ def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
                     offset += len(body)
                     if on_progress is not None:
                         on_progress(len(body))
+                    if not body.strip():
+                        continue  # an empty file: the API server's log right after rotation
                     try:
                         items, bad = decode_body(body)
                     except BodyError as exc:

@@ -32,7 +32,9 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
     badgz.write_text("not gzip at all\n")
     good = tmp_path / "rules.log.gz"
     good.write_bytes((DATA / "rules" / "audit.log.gz").read_bytes())
-    return {"midline": midline, "notjson": notjson, "badgz": badgz, "good": good}
+    empty = tmp_path / "audit.log"  # the API server's current log, just rotated
+    empty.write_bytes(b"")
+    return {"midline": midline, "notjson": notjson, "badgz": badgz, "good": good, "empty": empty}
 
 
 def test_a_first_line_that_is_not_json_costs_only_itself(tmp_path: Path,
@@ -46,7 +48,7 @@ def test_a_first_line_that_is_not_json_costs_only_itself(tmp_path: Path,
 
 def test_many_files_one_bad_a_summary_of_what_was_committed(tmp_path: Path,
                                                             inputs: dict[str, Path]) -> None:
-    order = [inputs["midline"], inputs["notjson"], inputs["badgz"], inputs["good"]]
+    order = [inputs["midline"], inputs["notjson"], inputs["badgz"], inputs["good"], inputs["empty"]]
     result = auditsink("import", "--store", "sqlite:///b.db", *map(str, order), cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     err = result.stderr
@@ -58,7 +60,8 @@ def test_many_files_one_bad_a_summary_of_what_was_committed(tmp_path: Path,
     # The file after the bad ones was imported too, and everything read is in the store.
     assert f"{inputs['good']}: {trace} stored" in err
     assert f"imported {lines - 1 + trace} events" in err
-    assert (f"2 of 4 file(s) could not be read: {inputs['notjson']}, {inputs['badgz']}"
+    assert f"{inputs['empty']}: 0 stored, 0 already there, 0 unreadable\n" in err
+    assert (f"2 of 5 file(s) could not be read: {inputs['notjson']}, {inputs['badgz']}"
             in err)
     stats = auditsink("stats", "--store", "sqlite:///b.db", "--format", "json", cwd=tmp_path)
     assert stats.returncode == 0, stats.stderr

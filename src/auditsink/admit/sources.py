@@ -20,6 +20,8 @@ def iter_file_items(paths: Iterable[str], bad: list[BadItem] | None = None) -> I
     for path in paths:
         try:
             for body in iter_file_bodies(path):
+                if not body.strip():
+                    continue  # an empty file
                 try:
                     good, errors = decode_body(body)
                 except BodyError as exc:
