@@ -50,7 +50,7 @@ def import_command(files: tuple[str, ...], cluster: str, fmt: str, progress: boo
     """Import audit log files (plain or .gz) and EventList files; safe to re-run.
 
     \b
-      auditsink import /var/log/kubernetes/audit/audit.log*
+      auditsink import /var/log/kubernetes/audit/audit*.log*
     """
     from auditsink.logs import setup_logging
 

@@ -232,7 +232,8 @@ def patch_manifest(text: str, audit: AuditFlags | None = None) -> Patch:
         if existing and existing != "-":
             audit = replace(audit, log_path=existing)
             flags = audit.flags()
-            notes.append(f"keeping the manifest's --audit-log-path={existing}")
+            if existing != LOG_PATH:
+                notes.append(f"keeping the manifest's --audit-log-path={existing}")
     if any(line.lstrip().startswith("#") for line in text.splitlines()):
         notes.append("comments in the manifest are not kept (PyYAML does not preserve them)")
     if _dump(doc) != text:
