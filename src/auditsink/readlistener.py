@@ -36,7 +36,7 @@ class ReadListener:
             return
         path: str = scope["path"]
         if self.web.handles(path):
-            await self.web(scope, send)
+            await self.web(dict(scope), send)
         else:
             await self.api(scope, receive, send)
 

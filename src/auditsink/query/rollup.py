@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 import zstandard
 
-from auditsink.store.base import Selector
+from auditsink.selector import Selector
 
 log = logging.getLogger("auditsink.query")
 
@@ -210,11 +210,12 @@ class Rollup:
             return
         first = oldest // HOUR_US
         per_slot = HOUR_US // SLOT_US
-        for key in [k for k in self.chart if k[0] // per_slot <= first]:
-            del self.chart[key]
-        for counter in (self.users, self.resources, self.failures):
-            for key in [k for k in counter if k[0] <= first]:
-                del counter[key]  # type: ignore[arg-type]
+        for slot_key in [k for k in self.chart if k[0] // per_slot <= first]:
+            del self.chart[slot_key]
+        hourly: tuple[Counter[Any], ...] = (self.users, self.resources, self.failures)
+        for counter in hourly:
+            for hour_key in [k for k in counter if k[0] <= first]:
+                del counter[hour_key]
         self._fold(self.store.facets_between(first * HOUR_US, (first + 1) * HOUR_US, self._after))
 
     # -- answering -----------------------------------------------------------------------------
@@ -260,8 +261,9 @@ class Rollup:
         low, high, edges = _split(selector)
         first, last = low // HOUR_US, high // HOUR_US
         wanted = set(selector.clusters)
-        counter: Counter[Any] = {_USERS: self.users, _RESOURCES: self.resources,
-                                 _FAILURES: self.failures}[tuple(columns)]
+        kept: dict[tuple[str, ...], Counter[Any]] = {
+            _USERS: self.users, _RESOURCES: self.resources, _FAILURES: self.failures}
+        counter = kept[tuple(columns)]
         ids: Counter[tuple[int, ...]] = Counter()
         with self._lock:
             for key, n in counter.items():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from auditsink.model import BadItem, Item
-from auditsink.selector import Selector
+from auditsink.selector import Selector as Selector  # re-exported: the stores' vocabulary
 
 STORES = {
     "sqlite": "auditsink.store.sqlite:SQLiteStore",

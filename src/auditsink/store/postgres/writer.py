@@ -4,14 +4,20 @@ log lock (see the package docstring for why)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zstandard
 
 from auditsink.model import LEVEL_RANK, Item
 from auditsink.selector import bounded
-from auditsink.store._rows import KEY_COLUMNS, NOBODY, REJECTED_BODY_BYTES, decision_value, row_strings
+from auditsink.store._rows import (
+    KEY_COLUMNS,
+    NOBODY,
+    REJECTED_BODY_BYTES,
+    decision_value,
+    row_strings,
+)
 from auditsink.store._writer import Task
 from auditsink.store.base import WriteResult
 from auditsink.store.postgres import schema as pg_schema
@@ -117,7 +123,7 @@ class PostgresWrites:
         duplicates = [0] * len(tasks)
         frame_raws: list[bytes] = []
         frame_max = offset = 0
-        blob_ids = iter(())  # type: Iterator[int]
+        blob_ids: Iterator[int] = iter(())
         if prepared:
             blob_ids = iter([r[0] for r in conn.execute(
                 "SELECT nextval(pg_get_serial_sequence('blobs', 'id'))"

@@ -82,10 +82,10 @@ class _Builder:
         if kind != "resource":  # stored values are bounded; resource bounds each part
             values = [bounded(v) for v in values]
         if kind == "either":
-            alternatives = self.either(spec, values)
-            for _, own in alternatives:
+            sides = self.either(spec, values)
+            for _, own in sides:
                 params.extend(own)
-            return "(" + " OR ".join(sql for sql, _ in alternatives) + ")"
+            return "(" + " OR ".join(sql for sql, _ in sides) + ")"
         if kind == "exact":
             assert isinstance(column, str)
             if column == "name":
@@ -147,9 +147,8 @@ class _Builder:
         """``user``: one (clause, parameters) per column. The impersonated side also says
         ``<> 0`` (0: no impersonation), which is what lets its partial index apply."""
         ids = self.r._resolve([bounded(v) for v in values])
-        first, second = spec.column
         out: list[tuple[str, list[object]]] = []
-        for column in (first, second):
+        for column in spec.column:
             own: list[object] = []
             clause = self.in_(_quoted(column), ids, own)
             if column == "impersonated_user" and ids:
