@@ -497,7 +497,7 @@ def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
     pipeline = build_pipeline(settings, print_format=print_format)
     result = ImportResult(where=pipeline.store.url if pipeline.store else "nowhere")
     store = pipeline.store
-    first = store.last_id() + 1 if notify and store is not None else 0  # type: ignore[attr-defined]
+    first = store.last_id() + 1 if notify and store is not None else 0
     try:
         for path in files:
             done = FileImport(path)
@@ -533,7 +533,7 @@ def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
 
             # Positions, not times: everything committed meanwhile is included too, which
             # only notifies what would have been news anyway.
-            include_for_notifiers(store, first, store.last_id())  # type: ignore[attr-defined]
+            include_for_notifiers(store, first, store.last_id())
     finally:
         if pipeline.store is not None:
             pipeline.store.close()

@@ -6,10 +6,10 @@ import click
 
 from auditsink.cli.group import main
 from auditsink.cli.common import config_option, store_option
-from auditsink.store.base import StoreError, open_store
+from auditsink.store.base import Store, StoreError, open_store
 
 
-def _postgres(store_url: str) -> object:
+def _postgres(store_url: str) -> Store:
     if not store_url.lower().startswith(("postgres:", "postgresql:")):
         raise click.UsageError(
             f"--store {store_url!r}: `db` manages PostgreSQL stores (postgresql://USER@HOST/DB); "

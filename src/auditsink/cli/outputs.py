@@ -45,8 +45,8 @@ def status(store: Store, configs: dict[str, Any]) -> list[dict[str, Any]]:
     cursors = {name[len(PREFIX):]: pos for name, pos in store.cursors().items()
                if name.startswith(PREFIX)}
     dead_by_output: dict[str, list[Any]] = {}
-    for dead in store.dead_letters():
-        dead_by_output.setdefault(dead.consumer[len(PREFIX):], []).append(dead)
+    for letter in store.dead_letters():
+        dead_by_output.setdefault(letter.consumer[len(PREFIX):], []).append(letter)
     last = getattr(store, "last_id", lambda: 0)()
     rows = []
     for name in sorted(set(configs) | set(cursors) | set(dead_by_output)):

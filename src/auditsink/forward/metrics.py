@@ -62,5 +62,5 @@ def render(forwarders: Sequence[Any]) -> bytes:
     if not forwarders:
         return b""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ForwardCollector(forwarders))  # type: ignore[arg-type]
+    registry.register(ForwardCollector(forwarders))
     return generate_latest(registry)

@@ -206,14 +206,14 @@ class ReceiverApp:
                 log.info("receiving audit events on %s", cut(scope["path"], 200))
         # 6. admit, commit, print; answer only after the commit
         try:
-            result = await self.pipeline.ingest(items, bad, cluster)
+            written = await self.pipeline.ingest(items, bad, cluster)
         except Overloaded as exc:
             return await _json(send, 429, {"error": "auditsink is behind, retry"},
                                extra=[(b"retry-after", str(exc.retry_after).encode())])
         except Exception:
             log.exception("storing a batch of %d events failed", len(items))
             return await _json(send, 503, {"error": "the store failed; the sender will retry"})
-        return await _json(send, 200, {"stored": result.stored, "duplicates": result.duplicates,
+        return await _json(send, 200, {"stored": written.stored, "duplicates": written.duplicates,
                                        "rejected": len(bad)})
 
     async def _read_body(self, receive: Receive, budget: _Reservation) -> bytes:

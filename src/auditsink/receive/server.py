@@ -27,7 +27,7 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -343,7 +343,7 @@ def _loop_factory() -> Any:
     return _Loop
 
 
-async def _serve_all(servers: list[uvicorn.Server]) -> None:
+async def _serve_all(servers: Sequence[uvicorn.Server]) -> None:
     main, *others = servers
     tasks = [asyncio.create_task(s._serve()) for s in others]  # only `main` handles signals
     try:
@@ -366,7 +366,7 @@ def _retention_loop(store: Store, keep_seconds: float, stop: threading.Event) ->
     while not stop.wait(timeout=60 if keep_seconds > 600 else 5):
         cutoff = int((time.time() - keep_seconds) * 1_000_000)
         try:
-            deleted = store.prune(cutoff)  # type: ignore[attr-defined]
+            deleted = store.prune(cutoff)
         except Exception as exc:
             log.error("retention pruning failed: %s", exc)
             continue

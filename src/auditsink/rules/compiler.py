@@ -208,7 +208,7 @@ def _check(node: Expanded) -> Predicate:
             def equals(ctx: Any) -> bool:
                 cache = ctx.cache
                 value = cache[key] if key in cache else cache.setdefault(key, extract(which(ctx)))
-                return value == rhs  # type: ignore[no-any-return]
+                return value == rhs
 
             return equals
         members = frozenset(node.values)

@@ -152,7 +152,7 @@ def _container(doc: Any) -> dict[str, Any]:
         if container.get("name") == "kube-apiserver" or (
             command and command[0] == "kube-apiserver"
         ):
-            return container  # type: ignore[no-any-return]
+            return container
     raise SetupError("no kube-apiserver container in spec.containers")
 
 
