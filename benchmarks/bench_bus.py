@@ -53,7 +53,8 @@ SETUPS = ("direct", "bus")
 
 def start(argv: list[str], log: Path, cpus: str | None) -> subprocess.Popen[bytes]:
     with open(log, "wb") as err:
-        return subprocess.Popen([*pin(cpus), *argv], stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
+        return subprocess.Popen([*pin(cpus), *argv], stdout=subprocess.DEVNULL, stderr=err,
+                                cwd=ROOT)
 
 
 def wait_stored(db: Path, at_least: int, timeout: float) -> float | None:
@@ -85,8 +86,9 @@ def measure(setup: str, *, duration: float, warmup: float, connections: int, dat
     try:
         if setup == "bus":
             nats_url = f"nats://127.0.0.1:{free_port()}"
-            procs.append(start([NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", nats_url.rsplit(":", 1)[1],
-                                "-sd", str(tmp / "js")], tmp / "nats.log", server_cpus))
+            procs.append(start([NATS_SERVER, "-js", "-a", "127.0.0.1",
+                                "-p", nats_url.rsplit(":", 1)[1], "-sd", str(tmp / "js")],
+                               tmp / "nats.log", server_cpus))
             time.sleep(0.5)
             procs.append(start([*serve, "--bus", nats_url], tmp / "serve.log", server_cpus))
             wait_ready(procs[-1], port, tmp / "serve.log")
@@ -147,7 +149,8 @@ def measure(setup: str, *, duration: float, warmup: float, connections: int, dat
         "expected_stored_at_least": expected,
         "duration_s": duration,
         "connections": connections,
-        "pinning": f"server side cpu {server_cpus}, wrk cpu {driver_cpus}" if server_cpus else "none",
+        "pinning": (f"server side cpu {server_cpus}, wrk cpu {driver_cpus}" if server_cpus
+                    else "none"),
     }
 
 
@@ -174,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "auditsink-bench-data")
+    parser.add_argument("--data-dir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "auditsink-bench-data")
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--driver-cpus", default="1")
     parser.add_argument("--no-pin", action="store_true")
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
     if not Path(NATS_SERVER).exists():
-        print(f"nats-server is not installed ({NATS_SERVER}): apt-get install nats-server", file=sys.stderr)
+        print(f"nats-server is not installed ({NATS_SERVER}): apt-get install nats-server",
+              file=sys.stderr)
         return 2
     server_cpus = None if args.no_pin else args.server_cpus
     driver_cpus = None if args.no_pin else args.driver_cpus
@@ -205,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
         runs.append({"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                      "machine": machine(), "auditsink_source": source_version(),
-                     "command": " ".join(["python -m benchmarks.bench_bus", *(argv or sys.argv[1:])]),
+                     "command": " ".join(["python -m benchmarks.bench_bus",
+                                          *(argv or sys.argv[1:])]),
                      "results": rows})
         RESULTS.write_text(json.dumps(runs, indent=1) + "\n")
     return 0

@@ -1,4 +1,5 @@
-"""The least CPU any SQLite store can spend per event, next to the baseline's: ``python -m benchmarks.bench_floor``
+"""The least CPU any SQLite store can spend per event, next to the baseline's:
+``python -m benchmarks.bench_floor``
 
 Issue 3 asks for durable batch ingest into SQLite at >= 2x the baseline's events/s on a 2-core
 machine, where the server gets one core and the load generator the other (run_http.py). A
@@ -121,7 +122,8 @@ def _rows(batches: list[list[_IndexedFields]]) -> list[list[tuple[object, ...]]]
     return out
 
 
-def _insert(directory: str, rows: list[list[tuple[object, ...]]], ddl: tuple[str, ...]) -> Callable[[], None]:
+def _insert(directory: str, rows: list[list[tuple[object, ...]]],
+            ddl: tuple[str, ...]) -> Callable[[], None]:
     import sqlite3
 
     def work() -> None:
@@ -135,8 +137,8 @@ def _insert(directory: str, rows: list[list[tuple[object, ...]]], ddl: tuple[str
         conn.execute("PRAGMA cache_size=-65536")  # generous: the whole file stays in it
         for statement in ddl:
             conn.execute(statement)
-        sql = "INSERT OR IGNORE INTO e (time, audit_id, stage, user, namespace, resource, name, code)" \
-              " VALUES (?,?,?,?,?,?,?,?)"
+        sql = ("INSERT OR IGNORE INTO e (time, audit_id, stage, user, namespace, resource, name, "
+               "code) VALUES (?,?,?,?,?,?,?,?)")
         for batch in rows:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(sql, batch)
@@ -178,10 +180,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="auditsink-floor-") as directory:
         cases: list[tuple[str, Callable[[], object]]] = [
             ("decode, indexed fields only (msgspec)", lambda: [decoder.decode(b) for b in bodies]),
-            ("compress, zstd 3, one frame per body", lambda: [compressor.compress(b) for b in bodies]),
+            ("compress, zstd 3, one frame per body",
+             lambda: [compressor.compress(b) for b in bodies]),
             ("insert, no index", _insert(directory, rows, _SCHEMA)),
             ("insert + dedup index", _insert(directory, rows, _SCHEMA + _DEDUP)),
-            ("insert + dedup + 5 query indexes", _insert(directory, rows, _SCHEMA + _DEDUP + _QUERY_INDEXES)),
+            ("insert + dedup + 5 query indexes",
+             _insert(directory, rows, _SCHEMA + _DEDUP + _QUERY_INDEXES)),
             ("(for comparison) auditsink decode_body", lambda: [decode_body(b) for b in bodies]),
         ]
         for name, work in cases:

@@ -67,7 +67,8 @@ def main() -> None:
     print(f"# bench_indexes: {events:,} events in 400-event batches, median of {args.rounds}")
     for label, seconds in times.items():
         median = statistics.median(seconds)
-        print(f"{label:<28} {events / median:>10,.0f} events/s {median / events * 1e6:>7.1f} µs/event")
+        print(f"{label:<28} {events / median:>10,.0f} events/s "
+              f"{median / events * 1e6:>7.1f} µs/event")
 
 
 if __name__ == "__main__":

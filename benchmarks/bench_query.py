@@ -146,7 +146,8 @@ def measure(path: Path) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--db", type=Path, help="store file (default: /tmp/auditsink-bench-query-N.db)")
+    parser.add_argument("--db", type=Path,
+                        help="store file (default: /tmp/auditsink-bench-query-N.db)")
     parser.add_argument("--days", type=float, default=7.0, help="time span of the events")
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args()

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         rulesets["falco-upstream"] = load_rules([FALCO / "k8s_audit_rules.yaml"])
     events = mixes(args.events)
     print(
-        f"python {platform.python_version()} on {platform.machine()} ({platform.processor() or '?'})"
+        f"python {platform.python_version()} on {platform.machine()} "
+        f"({platform.processor() or '?'})"
     )
     print(f"msgspec {msgspec.__version__}; best of {args.rounds} rounds; microseconds per event")
     decode = msgspec.json.Decoder().decode

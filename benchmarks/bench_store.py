@@ -73,7 +73,8 @@ def run_case(url: str, instances: int, batches: list[list[Item]], clients: int) 
     work = batches[1:]
     lanes = [work[i::instances * clients] for i in range(instances * clients)]
     threads = [
-        threading.Thread(target=lambda s=stores[i // clients], lane=lane: [s.write(b) for b in lane])
+        threading.Thread(
+            target=lambda s=stores[i // clients], lane=lane: [s.write(b) for b in lane])
         for i, lane in enumerate(lanes)
     ]
     started = time.perf_counter()
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
                         "bench_query's 10-million-event file: ingest into a full store, not an "
                         "empty one. Runs the one-instance SQLite case only.")
     args = parser.parse_args(argv)
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs,"
+    print(f"# {platform.node()} {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs,"
           f" Python {platform.python_version()}; {args.events} events per case in 400-event"
           f" batches, {args.clients} client threads per store")
     # (instances, store file to start from): empty stores, or one empty and one full
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                 os.sync()  # the copy's dirty pages must not be written back during the run
             rate = run_case(f"sqlite:///{tmp}/bench.db", instances, batches, args.clients)
         where = f"  (into a copy of {source})" if source else ""
-        print(f"sqlite{'' if instances == 1 else f' x{instances}':4}  {rate:>10,.0f} events/s{where}")
+        copies = "" if instances == 1 else f" x{instances}"
+        print(f"sqlite{copies:4}  {rate:>10,.0f} events/s{where}")
     if not args.postgres:
         print("postgres: skipped (pass --postgres URL or set AUDITSINK_TEST_POSTGRES)")
         return

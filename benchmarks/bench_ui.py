@@ -162,7 +162,8 @@ def main() -> None:
     # the first fold without one (an earlier run of this benchmark left one), then a restart.
     writer = SQLiteStore(f"sqlite:///{args.db}")
     writer.open()
-    writer.call_in_writer(lambda conn: conn.execute("DELETE FROM state WHERE name = ?", (STATE_NAME,)))
+    writer.call_in_writer(
+        lambda conn: conn.execute("DELETE FROM state WHERE name = ?", (STATE_NAME,)))
     fold = _ms(rollup_for(store).refresh)
     snapshot = rollup_for(store).snapshot()
     writer.save_state(STATE_NAME, snapshot)

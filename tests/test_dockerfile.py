@@ -121,7 +121,8 @@ def test_built_wheel_runs_the_static_pods_command(tmp_path: Path) -> None:
     venv = tmp_path / "image-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = subprocess.run([str(python), "-c", purelib],
                           capture_output=True, text=True, check=True).stdout.strip()
     # The dependencies are this test venv's (pip installs them in the image); auditsink itself
     # is only the wheel: a .pth appends the other site-packages *after* the venv's own.

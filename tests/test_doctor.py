@@ -118,7 +118,8 @@ def test_all_good_https_token(tls_server: ServerProcess, pki: Path, tmp_path: Pa
     assert [f.check for f in findings] == [
         "kubeconfig", "server", "files", "credentials", "connect", "tls", "post"]
     assert "IP:127.0.0.1" in findings[5].message
-    assert findings[6].message.startswith("POST /k8s-audit?timeout=30s with bearer token (token): 200")
+    posted = "POST /k8s-audit?timeout=30s with bearer token (token): 200"
+    assert findings[6].message.startswith(posted)
     no_secrets(findings)
 
 
@@ -193,7 +194,8 @@ def test_http_with_basic_auth(http_server: ServerProcess, tmp_path: Path) -> Non
 
 
 def test_wrong_ca(tls_server: ServerProcess, pki: Path, tmp_path: Path) -> None:
-    path = kubeconfig(tmp_path, f"https://127.0.0.1:{tls_server.port}/k8s-audit", ca=pki / "other-ca.crt")
+    path = kubeconfig(tmp_path, f"https://127.0.0.1:{tls_server.port}/k8s-audit",
+                      ca=pki / "other-ca.crt")
     error = only_error(diagnose(path), "tls")
     assert "issued by CN=auditsink CA,O=auditsink, is not trusted by certificate-authority" in (
         error.message)
@@ -209,7 +211,8 @@ def test_wrong_ca(tls_server: ServerProcess, pki: Path, tmp_path: Path) -> None:
 def test_certificate_names(tls_server: ServerProcess, pki: Path, tmp_path: Path, host: str,
                            server_name: str | None, bad_name: str | None) -> None:
     extra: dict[str, Any] = {"tls-server-name": server_name} if server_name else {}
-    path = kubeconfig(tmp_path, f"https://{host}:{tls_server.port}/k8s-audit", ca=pki / "ca.crt", extra=extra)
+    path = kubeconfig(tmp_path, f"https://{host}:{tls_server.port}/k8s-audit", ca=pki / "ca.crt",
+                      extra=extra)
     findings = diagnose(path)
     if bad_name is None:
         assert by_level(findings, ERROR) == []
@@ -229,14 +232,16 @@ def test_expired_server_certificate(expired_server: ServerProcess, pki: Path,
 
 def test_client_certificate_rejected(tls_server: ServerProcess, pki: Path, tmp_path: Path) -> None:
     cred = Credential(client_cert=str(pki / "stranger.crt"), client_key=str(pki / "stranger.key"))
-    path = kubeconfig(tmp_path, f"https://127.0.0.1:{tls_server.port}/k8s-audit", cred, ca=pki / "ca.crt")
+    path = kubeconfig(tmp_path, f"https://127.0.0.1:{tls_server.port}/k8s-audit", cred,
+                      ca=pki / "ca.crt")
     error = only_error(diagnose(path), "post")
     assert "rejected the client certificate" in error.message and "--client-ca" in error.remedy
 
 
 def test_client_certificate_accepted(tls_server: ServerProcess, pki: Path, tmp_path: Path) -> None:
     cred = Credential(client_cert="kube-apiserver.crt", client_key="kube-apiserver.key")
-    path = kubeconfig(pki, f"https://127.0.0.1:{tls_server.port}/k8s-audit", cred, ca=pki / "ca.crt")
+    path = kubeconfig(pki, f"https://127.0.0.1:{tls_server.port}/k8s-audit", cred,
+                      ca=pki / "ca.crt")
     findings = diagnose(path)
     assert by_level(findings, ERROR) == []
     assert "with client certificate (client-certificate " in findings[-1].message

@@ -137,7 +137,8 @@ def test_read_api_answers_the_same(loaded: str, server_factory: Any, tmp_path: P
 
 def test_policy_simulate_and_suggest_read_the_store(loaded: str, fixtures_dir: Path) -> None:
     policy = str(fixtures_dir / "audit-policy.yaml")
-    out = _run("policy", "simulate", "--policy", policy, "--store", loaded, "--format", "json").output
+    out = _run("policy", "simulate", "--policy", policy, "--store", loaded,
+               "--format", "json").output
     outcomes = [json.loads(line) for line in out.splitlines()]
     assert len(outcomes) == 974
     assert all(o["level"] == o["recordedLevel"] and o["logged"] for o in outcomes)

@@ -25,7 +25,8 @@ def test_native_file_reimported_equals_the_store(tmp_path: Path,
     forwarder = forward_all(fixture_store, {"type": "file", "path": str(path)})
     lines = path.read_bytes().splitlines()
     assert len(lines) == 974 == forwarder.stats.delivered
-    assert all(line.startswith(b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",') for line in lines)
+    head = b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",'
+    assert all(line.startswith(head) for line in lines)
     assert fixture_store.get_cursor("output:file") == fixture_store.last_id()
     copy = f"sqlite:///{tmp_path}/copy.db"
     result = CliRunner().invoke(main, ["import", "--store", copy, "--cluster", "prod", str(path)])
@@ -69,7 +70,8 @@ def test_rotation_by_age(tmp_path: Path) -> None:
 
 
 def test_rotated_names_follow_kube_apiserver() -> None:
-    assert rotated_name("/x/audit.jsonl", 1795702791.292) == "/x/audit-2026-11-26T14-19-51.292.jsonl"
+    rotated = rotated_name("/x/audit.jsonl", 1795702791.292)
+    assert rotated == "/x/audit-2026-11-26T14-19-51.292.jsonl"
 
 
 def test_bad_settings_name_the_key(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ def _record(raw: bytes = EXEC, cluster: str = "prod") -> Record:
 def ocsf_validator() -> Any:
     jsonschema = pytest.importorskip("jsonschema")
     schema_lib = pytest.importorskip("ocsf_json_schema")
-    schema = schema_lib.OcsfJsonSchemaEmbedded(schema_lib.get_ocsf_schema(version=ocsf.OCSF_VERSION))
+    schema = schema_lib.OcsfJsonSchemaEmbedded(
+        schema_lib.get_ocsf_schema(version=ocsf.OCSF_VERSION))
     assert schema.lookup_class_name_from_uid(class_uid=6003) == "api_activity"
     class_schema = schema.get_class_schema(class_name="api_activity", profiles=[])
     return jsonschema.Draft202012Validator(class_schema)
@@ -63,7 +64,8 @@ def test_ocsf_document() -> None:
                 "response": {"code": 101}, "service": {"name": "core"}, "version": "v1"},
         "src_endpoint": {"ip": "10.0.0.7"},
         "http_request": {"url": {"path": "/api/v1/namespaces/default/pods/web/exec",
-                                 "url_string": "/api/v1/namespaces/default/pods/web/exec?command=bash&container=c1",
+                                 "url_string": "/api/v1/namespaces/default/pods/web/exec"
+                                               "?command=bash&container=c1",
                                  "query_string": "command=bash&container=c1"},
                          "user_agent": "kubectl/v1.20.0", "http_method": "POST"},
         "resources": [{"type": "pods/exec", "name": "web", "namespace": "default"}],
@@ -76,12 +78,14 @@ def test_ocsf_document() -> None:
 
 def test_ocsf_validates_against_the_schema(ocsf_validator: Any, fixtures_dir: Path) -> None:
     items, _ = decode_body((fixtures_dir / "audit.log").read_bytes())
-    samples = [_record(EXEC), *(Record(i, "", item.event, item.raw) for i, item in enumerate(items))]
+    samples = [_record(EXEC),
+               *(Record(i, "", item.event, item.raw) for i, item in enumerate(items))]
     verbs = set()
     for record in samples:
         doc = json.loads(ocsf.encode(record))
         errors = sorted(ocsf_validator.iter_errors(doc), key=lambda e: list(e.path))
-        assert not errors, (record.event.auditID, [f"{list(e.path)}: {e.message}" for e in errors[:3]])
+        assert not errors, (record.event.auditID,
+                            [f"{list(e.path)}: {e.message}" for e in errors[:3]])
         verbs.add(record.event.verb)
         assert json.loads(doc["raw_data"])["auditID"] == record.event.auditID
     assert {"create", "get", "list", "watch", "update", "patch", "delete"} <= verbs

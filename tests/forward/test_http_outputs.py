@@ -138,7 +138,8 @@ def _bulk_double(store: dict[str, Any], flaky: set[str]) -> Any:
     429 once for the ids in ``flaky`` and 400 for a document that has a ``"bad"`` key."""
 
     def respond(request: Request) -> tuple[int, bytes]:
-        assert request.path == "/_bulk" and request.headers["content-type"] == "application/x-ndjson"
+        assert request.path == "/_bulk"
+        assert request.headers["content-type"] == "application/x-ndjson"
         lines = request.body.splitlines()
         items, errors = [], False
         for action_line, source in zip(lines[::2], lines[1::2]):
@@ -184,7 +185,8 @@ def test_elasticsearch_bulk_honours_per_item_errors(tmp_path: Path) -> None:
         settings["url"] = server.url
         forwarder = forward_all(store, settings)
         assert forwarder.stats.failed == 1 and not flaky  # one retry, of the two 429s only
-        assert sorted(d["auditID"] for d in indexed.values()) == [f"id-{n}" for n in range(10) if n != 3]
+        expected = [f"id-{n}" for n in range(10) if n != 3]
+        assert sorted(d["auditID"] for d in indexed.values()) == expected
         (dead,) = store.dead_letters("output:elasticsearch")
         assert (dead.first, dead.last, dead.events) == (4, 4, 1)
         assert "400 mapper_parsing_exception: failed to parse" in dead.error
@@ -238,7 +240,8 @@ def test_otlp_logs(fixture_store: SQLiteStore, caplog: pytest.LogCaptureFixture)
         (request,) = server.requests
     assert request.path == "/v1/logs" and request.headers["content-type"] == "application/json"
     (resource,) = json.loads(request.body)["resourceLogs"]
-    assert {"key": "k8s.cluster.name", "value": {"stringValue": "prod"}} in resource["resource"]["attributes"]
+    cluster = {"key": "k8s.cluster.name", "value": {"stringValue": "prod"}}
+    assert cluster in resource["resource"]["attributes"]
     records = resource["scopeLogs"][0]["logRecords"]
     assert len(records) == 974
     first = records[0]

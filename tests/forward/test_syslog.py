@@ -68,7 +68,8 @@ class Rsyslog:
                 return self
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"rsyslogd did not listen: {(self.workdir / 'rsyslogd.log').read_text()}")
+        said = (self.workdir / "rsyslogd.log").read_text()
+        raise RuntimeError(f"rsyslogd did not listen: {said}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

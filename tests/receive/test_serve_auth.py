@@ -49,9 +49,10 @@ def _clusters(server: ServerProcess) -> list[str]:
 
 
 def test_tokens_and_basic_auth_name_the_cluster(server_factory: Any, pki: Path) -> None:
-    server = server_factory("--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key"),
-                            "--token-file", str(pki / "tokens"), "--basic-auth-file", str(pki / "users"),
-                            "--format", "none")
+    server = server_factory("--tls-cert", str(pki / "server.crt"),
+                            "--tls-key", str(pki / "server.key"),
+                            "--token-file", str(pki / "tokens"),
+                            "--basic-auth-file", str(pki / "users"), "--format", "none")
     assert _post(server, pki, Authorization="Bearer s3cr3t-token")[0] == 200
     basic = base64.b64encode(b"kube-apiserver:pa55word").decode()
     assert _post(server, pki, Authorization=f"Basic {basic}")[0] == 200
@@ -68,7 +69,8 @@ def test_tokens_and_basic_auth_name_the_cluster(server_factory: Any, pki: Path) 
 
 
 def test_mutual_tls(server_factory: Any, pki: Path, tmp_path: Path) -> None:
-    server = server_factory("--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key"),
+    server = server_factory("--tls-cert", str(pki / "server.crt"),
+                            "--tls-key", str(pki / "server.key"),
                             "--client-ca", str(pki / "ca.crt"), "--format", "none")
     assert _post(server, pki, client="kube-apiserver")[0] == 200
     assert _clusters(server) == ["kube-apiserver"]

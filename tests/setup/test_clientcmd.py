@@ -35,8 +35,10 @@ def write(tmp_path: Path, cluster: dict[str, object], user: dict[str, object]) -
     [
         ("https://h:8443/audit/", {}, ("https", "h", 8443, "/audit", "", False)),
         ("https://h", {}, ("https", "h", 443, "/", "", False)),
-        ("http://[fd00::5]:8080/?token=x#f", {}, ("http", "fd00::5", 8080, "/", "token=x#f", False)),
-        ("10.0.0.5:8443", {"insecure-skip-tls-verify": True}, ("https", "10.0.0.5", 8443, "/", "", True)),
+        ("http://[fd00::5]:8080/?token=x#f", {},
+         ("http", "fd00::5", 8080, "/", "token=x#f", False)),
+        ("10.0.0.5:8443", {"insecure-skip-tls-verify": True},
+         ("https", "10.0.0.5", 8443, "/", "", True)),
         ("localhost:8080/a", {}, ("http", "localhost", 8080, "/a", "", True)),
     ],
 )
@@ -69,7 +71,8 @@ def test_relative_paths_inline_data_and_auth(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("cluster", "user", "message"),
     [
-        ({"server": "https://h/", "certificate-authority": "a", "certificate-authority-data": "QQ=="},
+        ({"server": "https://h/", "certificate-authority": "a",
+          "certificate-authority-data": "QQ=="},
          {}, "certificate-authority-data and certificate-authority are both set"),
         ({"server": "https://h/"}, {"client-certificate": "c.crt"}, "without client-key"),
         ({"server": "https://h/", "certificate-authority-data": "%%%"}, {}, "not valid base64"),

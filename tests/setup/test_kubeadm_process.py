@@ -33,7 +33,8 @@ def test_reviewed_diff_is_what_apply_writes(tmp_path: Path) -> None:
     applied = setup_kubeadm(str(manifest), *flags, "--apply")
     assert applied.returncode == 0, applied.stderr
     diff = "".join(difflib.unified_diff(
-        FIXTURE.read_text().splitlines(keepends=True), manifest.read_text().splitlines(keepends=True),
+        FIXTURE.read_text().splitlines(keepends=True),
+        manifest.read_text().splitlines(keepends=True),
         fromfile=f"a/{str(manifest).lstrip('/')}", tofile=f"b/{str(manifest).lstrip('/')}"))
     assert diff == review.stdout
     # Both backends, the log one with the rotation CIS scanners require.

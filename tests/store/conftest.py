@@ -54,7 +54,8 @@ def postgres_server() -> Iterator[str]:
     data = Path(tempfile.mkdtemp(prefix="auditsink-pg-"))
     port = free_port()
     env = {**os.environ, "PGPORT": str(port), "PGDATA_DIR": str(data), "PGBIN": str(pg_bin)}
-    started = subprocess.run([str(START_SCRIPT)], env=env, capture_output=True, text=True, check=False)
+    started = subprocess.run([str(START_SCRIPT)], env=env, capture_output=True, text=True,
+                             check=False)
     if started.returncode != 0:
         shutil.rmtree(data, ignore_errors=True)
         pytest.skip(f"could not start a private PostgreSQL: {started.stderr.strip()}")

@@ -123,7 +123,8 @@ def test_a_restart_starts_from_the_snapshot(store_url: str) -> None:
     store.prune(START + HOUR_US + 900_000_000)
     restarted = Rollup(store)
     assert _first_fold_position(store, restarted, everything) == saved_at
-    _same_answers(store, restarted, Selector(clusters=["prod"], since=START, until=START + 9 * HOUR_US))
+    _same_answers(store, restarted,
+                  Selector(clusters=["prod"], since=START, until=START + 9 * HOUR_US))
     store.close()
 
 
@@ -158,6 +159,7 @@ def test_serve_keeps_the_snapshot_fresh_and_saves_it_when_stopping(store_url: st
     thread.join(timeout=10)
     assert not thread.is_alive()
     restarted = Rollup(store)
-    position = _first_fold_position(store, restarted, Selector(since=START, until=START + 7 * HOUR_US))
+    position = _first_fold_position(store, restarted,
+                                    Selector(since=START, until=START + 7 * HOUR_US))
     assert position == store.last_id()  # nothing left to fold: the snapshot was complete
     store.close()

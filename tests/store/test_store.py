@@ -202,7 +202,8 @@ def test_log_order_pages_of_a_busy_user_equal_the_unbounded_answer(store_url: st
                 before = page[-1].id
             assert seen == expected, (selector, limit)
     first = store.query(Selector(users=["alice"]), limit=10)
-    assert [json.loads(e.raw)["auditID"] for e in first[:5]] == [f"late-{i}" for i in range(4, -1, -1)]
+    latest = [f"late-{i}" for i in range(4, -1, -1)]
+    assert [json.loads(e.raw)["auditID"] for e in first[:5]] == latest
     store.close()
 
 

@@ -218,7 +218,8 @@ def test_history_of_pod_web(ui: WebUI) -> None:
     assert steps == [("create", "pods", "admin", 201), ("create", "pods/exec", "admin", 400),
                      ("delete", "pods", "alice", 403), ("delete", "pods", "admin", 200)]
     create, _, denied, delete = doc["changes"]
-    assert create["diff"][0] == "--- previous" and any('"name": "web"' in line for line in create["diff"])
+    assert create["diff"][0] == "--- previous"
+    assert any('"name": "web"' in line for line in create["diff"])
     assert denied["diff"] is None and not denied["recorded"]
     assert any(line.startswith('+    "deletionTimestamp"') for line in delete["diff"])
     _, page = _html(ui, "/ui/objects/pods/demo/web")

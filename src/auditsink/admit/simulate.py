@@ -127,7 +127,8 @@ def format_report(sim: Simulation) -> str:
         "",
     ]
     lines.append(
-        f"{'rule':>4}  {'line':>4}  {'events':>7}  {'received':>10}  {'kept':>7}  {'projected':>10}  selector"
+        f"{'rule':>4}  {'line':>4}  {'events':>7}  {'received':>10}  {'kept':>7}  "
+        f"{'projected':>10}  selector"
     )
     for index in sorted(sim.by_rule, key=lambda i: (i is None, i or 0)):
         tally = sim.by_rule[index]
@@ -136,7 +137,8 @@ def format_report(sim: Simulation) -> str:
         else:
             label, line = rules[index].summary(), str(rules[index].line or "-")
         lines.append(
-            f"{'-' if index is None else index:>4}  {line:>4}  {tally.events:>7}  {human_size(tally.bytes):>10}"
+            f"{'-' if index is None else index:>4}  {line:>4}  {tally.events:>7}  "
+            f"{human_size(tally.bytes):>10}"
             f"  {tally.kept_events:>7}  {human_size(tally.kept_bytes):>10}  {label}"
         )
     unused = [r.index for r in rules if r.index not in sim.by_rule]
@@ -147,7 +149,8 @@ def format_report(sim: Simulation) -> str:
         if level in sim.by_level:
             tally = sim.by_level[level]
             lines.append(
-                f"{level:<16}  {tally.events:>7}  {tally.kept_events:>7}  {human_size(tally.kept_bytes):>10}"
+                f"{level:<16}  {tally.events:>7}  {tally.kept_events:>7}  "
+                f"{human_size(tally.kept_bytes):>10}"
             )
     lines.append("")
     dropped = total.events - total.kept_events
@@ -155,7 +158,8 @@ def format_report(sim: Simulation) -> str:
         f"Dropped: {dropped} events, {human_size(total.bytes - total.kept_bytes - _shrunk(sim))}"
     )
     lines.append(
-        f"  level None: {sim.dropped_by_level.events} events, {human_size(sim.dropped_by_level.bytes)}"
+        f"  level None: {sim.dropped_by_level.events} events, "
+        f"{human_size(sim.dropped_by_level.bytes)}"
     )
     for stage, tally in sorted(sim.dropped_by_stage.items()):
         lines.append(f"  omitStages {stage}: {tally.events} events, {human_size(tally.bytes)}")

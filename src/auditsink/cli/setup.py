@@ -251,8 +251,9 @@ def webhook_config(
             "note: the generated secret is only in the kubeconfig above; use --out to also get "
             "auditsink's tokens/basic-auth file."
         )
+    and_token = " and token" if token_path else ""
     _next(f"""
-next: copy webhook.yaml{" and token" if token_path else ""} to {AUDIT_DIR}/ on each control-plane node (mode 0600),
+next: copy webhook.yaml{and_token} to {AUDIT_DIR}/ on each control-plane node (mode 0600),
       give auditsink the matching credential (--token-file / --basic-auth-file / --client-ca),
 then: auditsink setup policy --out DIR && auditsink setup kubeadm""")
 

@@ -117,7 +117,8 @@ class Rollup:
                 if pause:
                     time.sleep(pause)
 
-    def run(self, stop: threading.Event, every: float = 10.0, save_every: float = SAVE_EVERY) -> None:
+    def run(self, stop: threading.Event, every: float = 10.0,
+            save_every: float = SAVE_EVERY) -> None:
         """Keep it fresh in the background (``serve`` with the read API) once someone used it,
         so that later overviews only fold a few seconds of log, and snapshot it into the store.
         Until then it costs nothing: the first long-range overview folds the whole log (about

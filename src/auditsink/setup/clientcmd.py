@@ -146,7 +146,8 @@ def load_webhook_config(path: str | Path) -> WebhookConfig:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise KubeconfigError(f"cannot read: {getattr(exc, 'strerror', None) or exc}", file) from None
+        reason = getattr(exc, "strerror", None) or exc
+        raise KubeconfigError(f"cannot read: {reason}", file) from None
     try:
         doc, lines = _compose(text)
     except yaml.YAMLError as exc:
@@ -348,7 +349,9 @@ def ssl_context(cfg: WebhookConfig, *, verify: bool = True) -> ssl.SSLContext:
     return ctx
 
 
-def _sans(cert: x509.Certificate) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+def _sans(
+    cert: x509.Certificate,
+) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

@@ -62,7 +62,8 @@ class AuditFlags:
         return (self.log_path or LOG_PATH).rsplit("/", 1)[0] or "/"
 
     def below_cis(self) -> list[str]:
-        """The rotation settings a CIS scanner would fail, e.g. ``['--audit-log-maxage=7 < 30']``."""
+        """The rotation settings a CIS scanner would fail, e.g.
+        ``['--audit-log-maxage=7 < 30']``."""
         if not self.log_backend:
             return []
         values = {"maxage": self.log_maxage, "maxbackup": self.log_maxbackup,
@@ -89,7 +90,8 @@ class AuditFlags:
         if self.log_backend:
             log_path = self.log_path or LOG_PATH
             if not log_path.startswith("/") or log_path.endswith("/"):
-                raise SetupError(f"--audit-log-path must be an absolute file path, not {log_path!r}")
+                raise SetupError(
+                    f"--audit-log-path must be an absolute file path, not {log_path!r}")
             if self.log_dir == self.host_dir.rstrip("/"):
                 raise SetupError(
                     f"the audit log cannot go into {self.host_dir}: that directory is mounted "

@@ -96,7 +96,8 @@ class GroupCommitWriter:
         self._enqueue(Task(items, cluster, done, bad))
         return future
 
-    def write(self, items: list[Item], cluster: str = "", bad: Sequence[BadItem] = ()) -> WriteResult:
+    def write(self, items: list[Item], cluster: str = "",
+              bad: Sequence[BadItem] = ()) -> WriteResult:
         """Write from a plain thread and wait for the commit (import, tests)."""
         finished = threading.Event()
         task = Task(items, cluster, lambda _task: finished.set(), bad)

@@ -160,5 +160,6 @@ class PostgresStore(GroupCommitWriter, PostgresWrites, PostgresConsumers, SQLRea
 
     def size_bytes(self) -> int:
         """The database's size on disk, in bytes."""
-        size: int = self._reader().execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        query = "SELECT pg_database_size(current_database())"
+        size: int = self._reader().execute(query).fetchone()[0]
         return size

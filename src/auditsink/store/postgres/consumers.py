@@ -43,7 +43,8 @@ class PostgresConsumers:
                 # a cursor row not inserted yet); a stale position rolls everything back.
                 cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                             (pg_schema.CURSOR_LOCK_CLASS, name))
-                row = cur.execute("SELECT position FROM cursors WHERE name = %s", (name,)).fetchone()
+                row = cur.execute("SELECT position FROM cursors WHERE name = %s",
+                                  (name,)).fetchone()
                 if (row[0] if row else 0) != expected:
                     raise CursorMoved(f"consumer {name!r} is at {row[0] if row else 0}, "
                                       f"not {expected}")
