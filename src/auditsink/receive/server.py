@@ -191,7 +191,7 @@ def protocol_with(limits: ListenerLimits) -> type[GuardedProtocol]:
     return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits})
 
 
-class _Loop(uvloop.Loop):  # type: ignore[misc]
+class _Loop(uvloop.Loop):
     """uvloop with a TLS handshake timeout of our choosing on the servers uvicorn creates."""
 
     tls_handshake_timeout: ClassVar[float] = ListenerLimits.tls_handshake_timeout
@@ -286,7 +286,9 @@ def _uvicorn_config(app: Any, listen: str, tls: dict[str, Any],
     return uvicorn.Config(
         app, host=host, port=port, http=protocol_with(limits), loop="uvloop", lifespan="off",
         access_log=False, log_config=None, server_header=False,
-        timeout_keep_alive=limits.idle_timeout, timeout_graceful_shutdown=30, **tls,
+        # uvicorn annotates an int; it only hands the value to loop.call_later (seconds).
+        timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=30, **tls,
     )
 
 
