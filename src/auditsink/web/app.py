@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, quote
 
 import jinja2
 
+from auditsink.asgi import Scope, Send
 from auditsink.selector import SelectorError
 from auditsink.store.base import Store
 from auditsink.web import charts, urls
@@ -89,7 +90,7 @@ class WebUI:
         """Whether ``path`` belongs to the UI rather than to the JSON API."""
         return path == "/" or path == "/ui" or path.startswith(("/ui/", "/static/"))
 
-    async def __call__(self, scope: dict[str, Any], send: Any) -> None:
+    async def __call__(self, scope: Scope, send: Send) -> None:
         """Answer one request (already authenticated by the read API)."""
         raw = scope.get("raw_path") or quote(scope["path"]).encode()
         answer = await asyncio.to_thread(
