@@ -126,7 +126,8 @@ def auth_schemes(src: Path, work: Path) -> dict[str, Any]:
 
 def gzip_bomb(src: Path, work: Path) -> dict[str, Any]:
     tiny = b'{"level":"Metadata","auditID":"x","stage":"RequestReceived"}'
-    body = gzip.compress(b'{"kind":"EventList","items":[' + b",".join([tiny] * 1_000_000) + b"]}", 9)
+    body = gzip.compress(
+        b'{"kind":"EventList","items":[' + b",".join([tiny] * 1_000_000) + b"]}", 9)
     server = Server(src, work)
     try:
         before, peak, done = server.rss(), [0.0], threading.Event()
@@ -164,7 +165,8 @@ def idle_tls(src: Path, work: Path) -> dict[str, Any]:
                 pass
         fds = server.fds()
         try:
-            conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+            conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context,
+                                               timeout=10)
             conn.request("POST", "/", BODY, {"Content-Type": "application/json",
                                              "Authorization": f"Bearer {TOKEN}"})
             answer: Any = conn.getresponse().status

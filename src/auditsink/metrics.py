@@ -28,7 +28,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 prometheus_client.disable_created_metrics()
 
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                   30.0)
 # The verbs kube-apiserver audits: resource verbs, and lowercase HTTP methods for non-resource
 # URLs (k8s.io/apiserver pkg/endpoints/request RequestInfoFactory).
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection",
@@ -114,8 +115,10 @@ class _Counts:
                         "Ingest requests rejected by authentication, by method tried.",
                         ("method",), m.auth_failures)
         for name, help_text, value in (
-            ("auditsink_received_bytes_total", "Request body bytes received (before gunzip).", m.bytes),
-            ("auditsink_bad_items_total", "Items that could not be decoded (kept as rejected).", m.bad_items),
+            ("auditsink_received_bytes_total", "Request body bytes received (before gunzip).",
+             m.bytes),
+            ("auditsink_bad_items_total", "Items that could not be decoded (kept as rejected).",
+             m.bad_items),
             ("auditsink_duplicate_events_total", "Retried events already stored.", m.duplicates),
             ("auditsink_policy_dropped_events_total",
              "Events dropped by the server-side policy or --match.", m.dropped_by_policy),
@@ -126,7 +129,8 @@ class _Counts:
 
 
 def _labelled(name: str, help_text: str, labels: tuple[str, ...],
-              counts: Counter[tuple[str, str, str, str]] | Counter[tuple[int]] | Counter[tuple[str]],
+              counts: (Counter[tuple[str, str, str, str]] | Counter[tuple[int]]
+                       | Counter[tuple[str]]),
               ) -> CounterMetricFamily:
     family = CounterMetricFamily(name, help_text, labels=labels)
     for key, value in sorted(counts.items()):

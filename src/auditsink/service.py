@@ -245,11 +245,12 @@ def build(settings: Settings) -> Service:
     options = _serve_options(settings)
     if settings.bus:
         # Publish to JetStream instead of storing; `auditsink worker` stores (docs/bus.md).
-        if settings.retention or settings.rules or settings.notify or settings.outputs or settings.forward:
+        if (settings.retention or settings.rules or settings.notify or settings.outputs
+                or settings.forward):
             raise SettingsError(
                 "with --bus, serve has no store: give --store, --rules and --notify to "
-                "`auditsink worker --detect`, outputs to `auditsink worker`, and --retention to an `auditsink serve --store "
-                "URL` beside the store")
+                "`auditsink worker --detect`, outputs to `auditsink worker`, and --retention to "
+                "an `auditsink serve --store URL` beside the store")
         pipeline = build_pipeline(settings, store=False)
         sink = open_bus_sink(settings)
         sink.register_metrics(pipeline.metrics)
@@ -513,8 +514,8 @@ def import_files(settings: Settings, files: Iterable[str], cluster: str = "",
                     try:
                         items, bad = decode_body(body)
                     except BodyError as exc:
-                        where = "line 1" if offset == len(body) and b"\n" not in body.rstrip(b"\n") else (
-                            f"bytes {offset - len(body)}-{offset}")
+                        one_line = offset == len(body) and b"\n" not in body.rstrip(b"\n")
+                        where = "line 1" if one_line else f"bytes {offset - len(body)}-{offset}"
                         done.errors.append(f"{path}: {where}: {exc}; starts with "
                                            f"{snippet(body, 60)!r}")
                         done.unreadable += 1

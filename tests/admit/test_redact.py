@@ -132,9 +132,9 @@ def test_end_to_end_nothing_secret_reaches_store_or_stdout(
 
 
 # -- tokens: TokenRequest and TokenReview carry live bearer credentials -------------------------
-# tests/admit/data/token-bodies.jsonl: the webhook bodies of a real kube-apiserver v1.20.2 (the harness
-# in ../shared/kube, a throwaway cluster) while kubectl created a ServiceAccount, asked for a
-# token (POST .../serviceaccounts/robot/token) and reviewed it (POST .../tokenreviews), at
+# tests/admit/data/token-bodies.jsonl: the webhook bodies of a real kube-apiserver v1.20.2 (the
+# harness in ../shared/kube, a throwaway cluster) while kubectl created a ServiceAccount, asked
+# for a token (POST .../serviceaccounts/robot/token) and reviewed it (POST .../tokenreviews), at
 # RequestResponse level.
 TOKEN_BODIES = Path(__file__).resolve().parent / "data" / "token-bodies.jsonl"
 
@@ -149,24 +149,26 @@ def _issued_token() -> str:
 
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.payload.signature"
+AUTHN = "authentication.k8s.io"
 TOKEN_CASES = {
-    "token request": dict(_event("create", {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+    "token request": dict(_event("create", {"kind": "TokenRequest", "apiVersion": f"{AUTHN}/v1",
                                             "spec": {"audiences": ["api"]}},
-                                 {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                                 {"kind": "TokenRequest", "apiVersion": f"{AUTHN}/v1",
                                   "spec": {"audiences": ["api"]},
-                                  "status": {"token": TOKEN, "expirationTimestamp": "2026-11-26T11:00:00Z"}}),
+                                  "status": {"token": TOKEN,
+                                             "expirationTimestamp": "2026-11-26T11:00:00Z"}}),
                           objectRef={"resource": "serviceaccounts", "subresource": "token",
                                      "namespace": "demo", "name": "robot", "apiVersion": "v1"}),
-    "token review": dict(_event("create", {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+    "token review": dict(_event("create", {"kind": "TokenReview", "apiVersion": f"{AUTHN}/v1",
                                            "spec": {"token": TOKEN}},
-                                {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                                {"kind": "TokenReview", "apiVersion": f"{AUTHN}/v1",
                                  "spec": {"token": TOKEN}, "status": {"authenticated": True}}),
-                         objectRef={"resource": "tokenreviews", "apiGroup": "authentication.k8s.io",
+                         objectRef={"resource": "tokenreviews", "apiGroup": AUTHN,
                                     "apiVersion": "v1"}),
     "v1beta1 token review": dict(_event("create", {"kind": "TokenReview",
-                                                   "apiVersion": "authentication.k8s.io/v1beta1",
+                                                   "apiVersion": f"{AUTHN}/v1beta1",
                                                    "spec": {"token": TOKEN}}),
-                                 objectRef={"resource": "tokenreviews", "apiGroup": "authentication.k8s.io",
+                                 objectRef={"resource": "tokenreviews", "apiGroup": AUTHN,
                                             "apiVersion": "v1beta1"}),
 }
 

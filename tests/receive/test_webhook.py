@@ -192,7 +192,8 @@ def test_bad_items_do_not_cost_their_neighbours(server_factory: Any) -> None:
     # An item with invalid UTF-8 inside a raw object.
     body = (
         body[:-2]
-        + b',{"level":"Metadata","auditID":"bad-utf8","stage":"ResponseComplete","requestObject":"\xff\xfe"}]}'
+        + b',{"level":"Metadata","auditID":"bad-utf8","stage":"ResponseComplete",'
+        b'"requestObject":"\xff\xfe"}]}'
     )
     status, answer = server.post(body)
     assert status == 200
@@ -250,7 +251,8 @@ def test_slow_client_times_out_without_blocking_others(server_factory: Any) -> N
     server = server_factory("--format", "none", "--body-timeout", "1", api=False)
     slow = socket.create_connection(("127.0.0.1", server.port))
     slow.sendall(
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
     )
     status, _ = server.post(_list(_event("meanwhile")))
     assert status == 200
@@ -299,7 +301,8 @@ def test_metrics_health_and_ready(server_factory: Any) -> None:
     status, text = server.request("GET", "/metrics")
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(text.decode()) for s in family.samples}
-    labels = (("cluster", ""), ("level", "Metadata"), ("stage", "ResponseComplete"), ("verb", "get"))
+    labels = (("cluster", ""), ("level", "Metadata"), ("stage", "ResponseComplete"),
+              ("verb", "get"))
     assert samples[("auditsink_events_received_total", labels)] == 1
     assert samples[("auditsink_http_requests_total", (("code", "200"),))] == 1
     assert samples[("auditsink_request_duration_seconds_count", ())] == 1

@@ -78,17 +78,20 @@ def _cert_with_cns(pki: Path, cns: list[str], path: Path) -> str:
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in cns]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), False)
             .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
     path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     path.with_suffix(".key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
     return path.name
 
 
 def _mtls_post(port: int, pki: Path, client: str, audit_id: str) -> int:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=tls_context(pki, client), timeout=10)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=tls_context(pki, client),
+                                       timeout=10)
     try:
         conn.request("POST", "/", event_list(event(audit_id)), {"Content-Type": "application/json"})
         return conn.getresponse().status
@@ -160,7 +163,8 @@ def test_guessing_cannot_lock_the_sender_out(basic_server: Any) -> None:
         n = 0
         while not stop.is_set():
             n += 1
-            status, _ = _post_from(basic_server.port, "127.0.0.2", _basic("kube-apiserver", f"g{n}"))
+            status, _ = _post_from(basic_server.port, "127.0.0.2",
+                                   _basic("kube-apiserver", f"g{n}"))
             refused[0] += status == 401
 
     guessers = [threading.Thread(target=guess) for _ in range(4)]
@@ -182,10 +186,12 @@ def test_unknown_users_take_as_long_as_known_ones(basic_server: Any) -> None:
     known: list[float] = []
     unknown: list[float] = []
     for i in range(10):  # each from its own address: the rate limit is per address
-        status, took = _post_from(basic_server.port, f"127.0.1.{i + 1}", _basic("kube-apiserver", f"w{i}"))
+        status, took = _post_from(basic_server.port, f"127.0.1.{i + 1}",
+                                  _basic("kube-apiserver", f"w{i}"))
         assert status == 401
         known.append(took)
-        status, took = _post_from(basic_server.port, f"127.0.2.{i + 1}", _basic(f"nobody{i}", f"w{i}"))
+        status, took = _post_from(basic_server.port, f"127.0.2.{i + 1}",
+                                  _basic(f"nobody{i}", f"w{i}"))
         assert status == 401
         unknown.append(took)
     k, u = statistics.median(known), statistics.median(unknown)

@@ -45,7 +45,8 @@ def test_oversized_headers_get_431_and_cost_nothing(server_factory: Any) -> None
         with connect(server.port) as sock:
             scheme = (f"X{i}" + "A" * (12 * 1024 * 1024)).encode()
             try:
-                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: " + scheme + b" t\r\n\r\n")
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: " + scheme
+                             + b" t\r\n\r\n")
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the server closed as soon as it had seen enough
             status, _ = read_answer(sock)

@@ -21,7 +21,8 @@ import pytest
 
 from security.attack import event, event_list
 
-HOSTILE_USER = "<!channel> mallory\x1b[2J\x1b]0;owned\x07\nFAKE 2026-11-26 admin delete pods kube-system/x 200\u202e"
+HOSTILE_USER = ("<!channel> mallory\x1b[2J\x1b]0;owned\x07\n"
+                "FAKE 2026-11-26 admin delete pods kube-system/x 200\u202e")
 HOSTILE_ID = "id|<https://evil.example|events>\r\n"
 
 
@@ -76,7 +77,8 @@ def slack_hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def test_text_outputs_escape_control_characters(server_factory: Any, tmp_path: Path,
-                                                slack_hook: tuple[str, list[dict[str, Any]]]) -> None:
+                                                slack_hook: tuple[str, list[dict[str, Any]]],
+                                                ) -> None:
     url, received = slack_hook
     server = server_factory("--format", "text", "--notify", f"slack:{url}",
                             "--notify-min-priority", "DEBUG", "--notify-since", "all")

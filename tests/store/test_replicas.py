@@ -29,14 +29,16 @@ def _batch(n: int) -> tuple[list[str], bytes]:
     items = [
         {"level": "Request", "auditID": i, "stage": "ResponseComplete", "verb": "create",
          "user": {"username": "loader", "groups": ["system:authenticated"]},
-         "objectRef": {"resource": "configmaps", "namespace": "load", "name": i[:8], "apiVersion": "v1"},
+         "objectRef": {"resource": "configmaps", "namespace": "load", "name": i[:8],
+                       "apiVersion": "v1"},
          "requestObject": {"kind": "ConfigMap", "data": {"k": "v" * 300}},
          "responseStatus": {"metadata": {}, "code": 201},
          "requestReceivedTimestamp": "2026-11-26T10:00:00.000001Z",
          "stageTimestamp": "2026-11-26T10:00:00.000002Z"}
         for i in ids
     ]
-    return ids, json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}).encode()
+    body = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}
+    return ids, json.dumps(body).encode()
 
 
 def _start_replicas(tmp_path: Path, count: int, *args: str) -> list[ServerProcess]:
@@ -135,7 +137,8 @@ def test_replicas_store_every_acknowledged_event_once(tmp_path: Path, postgres_u
     assert len(acked) > 1000, "the load was too light to mean anything"
     assert retried_elsewhere > 5
     with psycopg.connect(postgres_url) as conn:
-        rows = conn.execute("SELECT audit_id, count(*) FROM events GROUP BY audit_id, stage").fetchall()
+        rows = conn.execute(
+            "SELECT audit_id, count(*) FROM events GROUP BY audit_id, stage").fetchall()
     counts: dict[str, int] = dict(rows)
     missing = [i for i in acked if i not in counts]
     assert not missing, f"{len(missing)} acknowledged events were lost"

@@ -29,7 +29,8 @@ MARKER = "<redacted>"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _SECRET_FIELDS = ("data", "stringData")
 # JSON-pointer paths (RFC 6901: "/" in keys is written "~1") that hold secret values.
-_SECRET_POINTERS = ("/data", "/stringData", "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+_SECRET_POINTERS = ("/data", "/stringData",
+                    "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
 
 
 def _redact_object(obj: Any) -> bool:

@@ -54,8 +54,8 @@ def worker_metrics(worker: Any, store: Any, detector: Any = None) -> list[Metric
                         lambda: store.last_commit_seconds))
     if detector is not None:
         metrics += [
-            ("auditsink_rules_lag_events", "gauge", "Committed events not yet evaluated by the rules.",
-             detector.lag),
+            ("auditsink_rules_lag_events", "gauge",
+             "Committed events not yet evaluated by the rules.", detector.lag),
             ("auditsink_rules_active", "gauge",
              "Whether this process runs the rules (1) or another one does (0).",
              lambda: int(detector.active)),

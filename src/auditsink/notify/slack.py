@@ -19,7 +19,8 @@ from auditsink.store.base import Alert
 from auditsink.textsafe import printable
 from auditsink.timeutil import format_micros
 
-_COLORS = {0: "#7f0000", 1: "#b30000", 2: "#e01e5a", 3: "#e01e5a", 4: "#ecb22e", 5: "#2eb67d", 6: "#36c5f0", 7: "#cccccc"}
+_COLORS = {0: "#7f0000", 1: "#b30000", 2: "#e01e5a", 3: "#e01e5a", 4: "#ecb22e", 5: "#2eb67d",
+           6: "#36c5f0", 7: "#cccccc"}
 
 
 def escape(text: str) -> str:
@@ -50,7 +51,8 @@ class SlackNotifier(Notifier):
         if self.config.link_base:
             # Quoted, so an auditID holding "|", ">" or "/" can neither end the link nor
             # point it elsewhere (the Audit-ID header is the client's choice).
-            link = f"{self.config.link_base.rstrip('/')}/api/v1/events/{quote(alert.audit_id, safe='')}"
+            base = self.config.link_base.rstrip("/")
+            link = f"{base}/api/v1/events/{quote(alert.audit_id, safe='')}"
             text += f" (<{escape(link)}|events>)"
         return {
             "text": text,

@@ -137,11 +137,13 @@ class ReceiverApp:
                                                    f"{cluster!r}"})  # validated above: short
                 cluster = bound
         # 2. check the media type before reading anything
-        ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower().decode("latin-1")
+        ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        ctype = ctype.decode("latin-1")
         if ctype not in _ACCEPTED_TYPES:
             return await _json(send, 415, {"error": f"unsupported Content-Type "
                                            f"{cut(repr(ctype), 80)}: send application/json (an "
-                                           "EventList, Event, or JSON lines) or application/x-ndjson"})
+                                           "EventList, Event, or JSON lines) or "
+                                           "application/x-ndjson"})
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip", b""):
             return await _json(send, 415, {"error": "unsupported Content-Encoding "
@@ -176,8 +178,10 @@ class ReceiverApp:
         except _OverBudget:
             return await _busy(send, "too many bytes in flight, retry")
         except TimeoutError:
-            log.warning("request body from %s not received within %ss", _client(scope), self.body_timeout)
-            return await _json(send, 408, {"error": f"body not received within {self.body_timeout}s"})
+            log.warning("request body from %s not received within %ss", _client(scope),
+                        self.body_timeout)
+            return await _json(send, 408,
+                               {"error": f"body not received within {self.body_timeout}s"})
         except ConnectionError:
             return 499
         self.metrics.bytes += len(body)
@@ -196,7 +200,8 @@ class ReceiverApp:
             log.error("rejected a body of %d events from %s: more than --queue-events %d",
                       exc.count, _client(scope), exc.limit)
             return await _json(send, 413, {"error": str(exc), "remedy": "raise auditsink "
-                                           "--queue-events or lower --audit-webhook-batch-max-size"})
+                                           "--queue-events or lower "
+                                           "--audit-webhook-batch-max-size"})
         except BodyError as exc:
             log.warning("rejected body from %s: %s", _client(scope), exc)
             return await _json(send, 400, {"error": str(exc)})
@@ -254,7 +259,8 @@ class ReceiverApp:
         else:
             body = self.metrics.render()
             await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]})
+                (b"content-type", CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
 
 

@@ -217,7 +217,8 @@ class Authenticator:
             self.allowed_cns = {cn: cn for cn in allowed_cns}
         for cn, cluster in (self.allowed_cns or {}).items():
             if cluster and not CLUSTER_NAME.match(cluster):
-                raise AuthConfigError(f"allowed CN {cn!r} names cluster {cluster!r}: {CLUSTER_NAME_RULE}")
+                raise AuthConfigError(
+                    f"allowed CN {cn!r} names cluster {cluster!r}: {CLUSTER_NAME_RULE}")
         if self.allowed_cns is not None and self.client_ca is None:
             raise AuthConfigError(
                 "allowed_cns needs client_ca: CNs are only trusted from a verified certificate"

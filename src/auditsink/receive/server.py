@@ -222,7 +222,8 @@ def fit_connections(limits: ListenerLimits, listeners: int, open_files: int) -> 
     if limits.max_connections <= room:
         return limits
     log.warning("--max-connections %d per listener does not fit the open-file limit %d: "
-                "using %d (raise LimitNOFILE or ulimit -n)", limits.max_connections, open_files, room)
+                "using %d (raise LimitNOFILE or ulimit -n)", limits.max_connections, open_files,
+                room)
     return replace(limits, max_connections=room)
 
 
@@ -254,7 +255,8 @@ def check_exposure(options: ServeOptions) -> None:
     if not options.tls or not has_auth:
         missing = " and ".join(
             what for what, ok in (("TLS (--tls-cert/--tls-key)", bool(options.tls)),
-                                  ("sender authentication (--token-file, --basic-auth-file or --client-ca)", has_auth))
+                                  ("sender authentication (--token-file, --basic-auth-file or "
+                                   "--client-ca)", has_auth))
             if not ok
         )
         raise ConfigError(
@@ -271,7 +273,8 @@ class _Server(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self.handle_exit)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
@@ -302,9 +305,11 @@ def serve(pipeline: Pipeline, options: ServeOptions, api_app: Any = None,
     store = pipeline.store
     app = ReceiverApp(
         pipeline, paths=frozenset(options.paths) if options.paths else None,
-        max_body=options.max_body, body_timeout=options.body_timeout, authenticator=options.authenticator,
+        max_body=options.max_body, body_timeout=options.body_timeout,
+        authenticator=options.authenticator,
         max_events=options.max_events, inflight_budget=options.inflight_budget,
-        ready=(lambda: store.queue_depth() < getattr(store, "queue_events", 1 << 30)) if store else (lambda: True),
+        ready=((lambda: store.queue_depth() < getattr(store, "queue_events", 1 << 30)) if store
+               else (lambda: True)),
         accepting=store.has_room if store is not None else (lambda: True),
     )
     with_api = api_app is not None and bool(options.api_listen)
