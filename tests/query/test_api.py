@@ -165,7 +165,8 @@ def test_exports_stream_every_match(server_factory: Any) -> None:
     assert "content-length" not in headers  # streamed
     lines = [json.loads(line) for line in body.decode().splitlines()]
     assert len(lines) == 1500 and lines[0]["kind"] == "Event"  # audit-log lines, re-importable
-    assert [e["auditID"] for e in lines] == [f"x{i:04d}" for i in range(2999, 0, -2)]  # oldest first
+    oldest_first = [f"x{i:04d}" for i in range(2999, 0, -2)]
+    assert [e["auditID"] for e in lines] == oldest_first
     status, headers, body = server.exchange("GET", "/api/v1/events/export?format=csv",
                                             port=server.api_port)
     rows = list(csv.DictReader(io.StringIO(body.decode())))

@@ -332,7 +332,8 @@ def test_chart_svg_has_axes_legend_and_titles() -> None:
     assert overview.bucket_seconds(38 * 1_000_000) == 1
 
 
-def _asgi_get(app: ReadListener, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+def _asgi_get(app: ReadListener, path: str,
+              headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:

@@ -229,7 +229,8 @@ def show_command(store_url: str, audit_id: str) -> None:
 @selector_options
 @query_argument
 @click.option("--top", default=10, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
 def stats_command(store_url: str, top: int, fmt: str, **kwargs: Any) -> None:
     """Top users, verbs, resources, namespaces, failures; events per hour."""
     selector = selector_from(kwargs)
@@ -283,7 +284,8 @@ def alert_selector(rules: tuple[str, ...], priority: str | None, clusters: tuple
 @config_option
 @store_option
 @click.option("--rule", "rules", multiple=True, help="Rule name (repeatable).")
-@click.option("--priority", help="At least this severe: EMERGENCY, ALERT, CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG.")
+@click.option("--priority", help="At least this severe: EMERGENCY, ALERT, CRITICAL, ERROR, "
+              "WARNING, NOTICE, INFO, DEBUG.")
 @click.option("--cluster", "clusters", multiple=True)
 @click.option("--since", help="Only alerts after: 30m, 2h, 7d (ago) or RFC 3339.")
 @click.option("--until")
@@ -291,7 +293,8 @@ def alert_selector(rules: tuple[str, ...], priority: str | None, clusters: tuple
 @click.option("--by-rule", is_flag=True,
               help="One line per rule and cluster: how often, first and last time, most "
               "severe first.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
 def alerts_command(store_url: str, rules: tuple[str, ...], priority: str | None,
                    clusters: tuple[str, ...], since: str | None, until: str | None, limit: int,
                    by_rule: bool, fmt: str) -> None:
