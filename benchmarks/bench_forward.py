@@ -13,7 +13,8 @@ CPU 0; the load driver on CPU 1; ``--no-pin`` to unpin):
 
 After ``--warmup`` seconds of load on other events, the driver POSTs 400-event EventLists
 (every event new) from 4 threads over kept-alive connections for ``--duration`` seconds,
-resending any batch not answered 200 (as the API server does). Reported per setup: acknowledged events/s, p50/p99 request latency, and for the outputs
+resending any batch not answered 200 (as the API server does). Reported per setup: acknowledged
+events/s, p50/p99 request latency, and for the outputs
 how long after the load ended each had delivered everything acknowledged (``fast caught up``),
 and how far behind the slow one still was then. Rows go to benchmarks/results/forward.json.
 """

@@ -36,8 +36,9 @@ class Nats:
 
     def start(self) -> None:
         with open(self.workdir / "nats.log", "ab") as log:
-            self.proc = subprocess.Popen([NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                                          "-sd", str(self.workdir / "js")], stdout=log,
+            self.proc = subprocess.Popen([NATS_SERVER, "-js", "-a", "127.0.0.1",
+                                          "-p", str(self.port), "-sd", str(self.workdir / "js")],
+                                         stdout=log,
                                          stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -96,7 +97,8 @@ def test_every_event_lands_in_the_stream_once(nats_server: Nats,
     forwarder = forward_all(fixture_store, settings)
     assert forwarder.stats.delivered == 974
     messages = nats_server.messages("AUDIT")
-    assert [m["auditID"] for m in messages] == [json.loads(r)["auditID"] for r in stored_raw(fixture_store)]
+    stored = [json.loads(r)["auditID"] for r in stored_raw(fixture_store)]
+    assert [m["auditID"] for m in messages] == stored
     assert messages[0]["kind"] == "Event"
     # Sent again (at least once: a restart before the cursor moved): the stream keeps one copy.
     forward_all(fixture_store, {**settings, "name": "again"})

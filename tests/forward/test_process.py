@@ -122,11 +122,13 @@ def test_outage_and_sigkill_lose_nothing(tmp_path: Path, record_property: Any) -
                 _wait(lambda: len(load.acked) > 500, "some load went through")
                 up.clear()                          # the collector goes down ...
                 outage_started = sum(load.statuses.values())
-                _wait(lambda: sum(load.statuses.values()) > outage_started + 20, "load in the outage")
+                _wait(lambda: sum(load.statuses.values()) > outage_started + 20,
+                      "load in the outage")
                 statuses_in_outage = dict(load.statuses)
                 server.stop(signal.SIGKILL)         # ... and auditsink is killed mid-load
                 server.start()                      # restarted on the same store and port
-                _wait(lambda: sum(load.statuses.values()) > outage_started + 40, "load after the restart")
+                _wait(lambda: sum(load.statuses.values()) > outage_started + 40,
+                      "load after the restart")
                 up.set()                            # the collector comes back
                 time.sleep(1)
             assert set(load.statuses) == {200}, load.statuses  # never a 429 or 5xx, outage or not

@@ -25,8 +25,9 @@ def test_webhook_payload() -> None:
     notifier = build(parse_notify("webhook:http://127.0.0.1:1/hook", link_base="http://127.0.0.1:8081"))
     assert notifier.render(ALERT) == {
         "rule": "Pod Exec or Attach", "priority": "NOTICE",
-        "output": "Exec/attach into pod (user=alice pod=web)", "time": "2026-11-26T14:19:51.292366Z",
-        "auditID": "a-1", "cluster": "prod", "tags": ["k8s"], "output_fields": {"ka.user.name": "alice"},
+        "output": "Exec/attach into pod (user=alice pod=web)",
+        "time": "2026-11-26T14:19:51.292366Z", "auditID": "a-1", "cluster": "prod",
+        "tags": ["k8s"], "output_fields": {"ka.user.name": "alice"},
         "link": "http://127.0.0.1:8081/api/v1/events/a-1", "source": "k8s_audit",
     }
 
@@ -35,7 +36,8 @@ def test_slack_payload() -> None:
     notifier = build(parse_notify("slack:https://hooks.example/T0/B0/x"))
     assert notifier.render(ALERT) == {
         "text": "*NOTICE* Pod Exec or Attach: Exec/attach into pod (user=alice pod=web)",
-        "attachments": [{"color": "#2eb67d", "fallback": "Exec/attach into pod (user=alice pod=web)", "fields": [
+        "attachments": [{"color": "#2eb67d",
+                         "fallback": "Exec/attach into pod (user=alice pod=web)", "fields": [
             {"title": "rule", "value": "Pod Exec or Attach", "short": True},
             {"title": "priority", "value": "NOTICE", "short": True},
             {"title": "time", "value": "2026-11-26T14:19:51.292366Z", "short": True},
@@ -127,7 +129,8 @@ def test_delivery_survives_an_outage(tmp_path: Path, receiver: _Receiver) -> Non
     store.open()
     alerts = [Alert(time=ALERT.time + i, rule=f"r{i % 3}", priority=4, output=f"alert {i}",
                     audit_id=f"id-{i}", event=i + 1) for i in range(12)]
-    alerts.append(Alert(time=ALERT.time, rule="quiet", priority=6, output="info only", audit_id="x", event=99))
+    alerts.append(Alert(time=ALERT.time, rule="quiet", priority=6, output="info only",
+                        audit_id="x", event=99))
     store.commit_consumed("rules", 99, alerts)
     notifier = build(parse_notify(f"webhook:{receiver.url}", min_priority="WARNING",
                                   since=NOTIFY_ALL))
@@ -207,8 +210,9 @@ def test_serve_notifies_a_webhook(server_factory: Any,
     deadline = time.monotonic() + 10
     while not receiver.received and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert receiver.received and receiver.received[0]["auditID"] == "ca1ed9f4-7bf4-4c85-81a8-1b11253d1ba6"
-    assert receiver.received[0]["link"].endswith("/api/v1/events/ca1ed9f4-7bf4-4c85-81a8-1b11253d1ba6")
+    exec_id = "ca1ed9f4-7bf4-4c85-81a8-1b11253d1ba6"
+    assert receiver.received and receiver.received[0]["auditID"] == exec_id
+    assert receiver.received[0]["link"].endswith(f"/api/v1/events/{exec_id}")
     status, page = server.api_get("/api/v1/alerts?priority=NOTICE")
     assert status == 200 and page["alerts"][0]["auditID"] == "ca1ed9f4-7bf4-4c85-81a8-1b11253d1ba6"
 

@@ -89,7 +89,7 @@ class ElasticsearchOutput(Output):
         retry: list[Doc] = []
         rejected = list(payload.rejected)
         for doc, item in zip(payload.docs, items, strict=True):
-            answer_item = next(iter(item.values()), {})
+            answer_item: dict[str, Any] = next(iter(item.values()), {})
             status = int(answer_item.get("status", 500))
             if status < 300 or status == 409:  # 409: this id is stored already
                 continue

@@ -26,7 +26,8 @@ INSERT = (
     " subresource, namespace, impersonated_user, uri)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
 # Past this many distinct (verb, user, ..., uri) tuples the lookup cache starts over, and past
 # this many strings the dictionary cache does: memory stays bounded whatever senders send.
 KEY_CACHE = 100_000
