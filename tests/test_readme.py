@@ -45,11 +45,13 @@ def test_readme_opens_with_two_commands() -> None:
     assert len(first) == 1 and len(second) == 1
     # One installs and starts serve on the defaults; one installs the test extras and runs
     # the suite exactly as .ci/run does.
-    assert first[0] == "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/auditsink serve"
+    assert first[0] == ("python3 -m venv .venv && .venv/bin/pip install -e . "
+                        "&& .venv/bin/auditsink serve")
     ci = (ROOT / ".ci" / "run").read_text()
     install, suite = second[0].rsplit(" && ", 1)
     assert install == "python3 -m venv .venv && .venv/bin/pip install -e '.[test]'"
-    assert ".venv/bin/python -m pip install --quiet -e '.[test]'" in ci
+    # .ci/run adds the dev extra (ruff, mypy; README, Tests) to the test extras.
+    assert ".venv/bin/python -m pip install --quiet -e '.[test,dev]'" in ci
     assert ci.rstrip().splitlines()[-1] == suite == ".venv/bin/python -m pytest"
     # Before any `auditsink ...` line, the page says how to reach it.
     intro = README[: README.index("auditsink query")]

@@ -145,7 +145,8 @@ class PostgresWrites:
             length = len(item.raw)
             rows.append((seq, number, when, _text(bounded(event.auditID)), cluster,
                          STAGE_INDEX.get(event.stage, 0), LEVEL_RANK[event.level],
-                         _text(bounded(ref.name)) if ref else "", status.code if status is not None else 0,
+                         _text(bounded(ref.name)) if ref else "",
+                         status.code if status is not None else 0,
                          decision_value(event), blob, offset, length) + ident)
             frame_raws.append(item.raw)
             frame_max = max(frame_max, when)
