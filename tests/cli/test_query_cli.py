@@ -147,3 +147,22 @@ def test_policy_simulate_and_suggest_read_the_store(loaded: str, fixtures_dir: P
     assert len(alice.splitlines()) == 6
     suggested = _run("policy", "suggest", "--store", loaded)
     assert "apiVersion: audit.k8s.io/v1" in suggested.output
+
+
+def test_limits_are_checked_and_cut_answers_say_so(loaded: str) -> None:
+    # Issue 19: `--limit -5` returned everything, and an answer cut at --limit said nothing.
+    bad = CliRunner().invoke(main, ["query", "--store", loaded, "--limit", "-5"])
+    assert bad.exit_code == 2 and "--limit" in bad.output and "1<=x" in bad.output
+    first = CliRunner().invoke(main, ["query", "--store", loaded, "--user", "alice",
+                                      "--limit", "4", "--format", "json"])
+    assert first.exit_code == 0
+    page = json.loads(first.stdout)
+    assert len(page) == 4
+    notice = first.stderr
+    assert "showing the newest 4; more match: --before " in notice
+    cursor = notice.split("--before ", 1)[1].split()[0]
+    rest = CliRunner().invoke(main, ["query", "--store", loaded, "--user", "alice",
+                                     "--limit", "4", "--format", "json", "--before", cursor])
+    assert rest.exit_code == 0 and rest.stderr == ""  # the last page: nothing more to say
+    ids = [e["id"] for e in page + json.loads(rest.stdout)]
+    assert len(ids) == len(set(ids)) == 6  # alice's six events, each once
