@@ -90,7 +90,7 @@ class Pipeline:
         else:
             result = WriteResult(stored=len(kept))
         if self.printer is not None and kept:
-            self.printer.write(kept, cluster)
+            self.printer.write(stored_items(kept, result), cluster)
         return result
 
     def ingest_sync(self, items: list[Item], bad: list[BadItem], cluster: str = "") -> WriteResult:
@@ -103,7 +103,19 @@ class Pipeline:
         else:
             result = WriteResult(stored=len(kept))
         if self.printer is not None and kept:
-            self.printer.write(kept, cluster)
+            self.printer.write(stored_items(kept, result), cluster)
         return result
 
 
+def stored_items(items: list[Item], result: WriteResult) -> list[Item]:
+    """The items a write stored, in their order: a retried batch is printed once.
+
+    A sink that counts duplicates without saying which (the bus: a whole batch is a duplicate
+    or not) gives nothing when nothing was stored, else everything.
+    """
+    if not result.duplicates:
+        return items
+    if result.duplicate_items:
+        repeated = set(result.duplicate_items)
+        return [item for index, item in enumerate(items) if index not in repeated]
+    return [] if not result.stored else items

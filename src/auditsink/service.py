@@ -17,6 +17,7 @@ that does not open, a rule file that does not load, a bus that does not answer).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -336,6 +337,7 @@ def run(settings: Settings) -> None:
     from auditsink.receive.server import serve
 
     setup_logging(settings.log_format, settings.log_level)
+    check_listeners(settings)
     service = build(settings)
     options, store = service.options, service.pipeline.store
     where = store.url if store is not None else "nowhere (--store none)"
@@ -346,6 +348,38 @@ def run(settings: Settings) -> None:
         serve(service.pipeline, options, service.api_app, service.consumers)
     except ConfigError as exc:
         raise SettingsError(str(exc)) from None
+
+
+def check_listeners(settings: Settings) -> None:
+    """Fail before anything starts when an address of ``serve`` cannot be listened on (a
+    second ``serve`` on the same ports), naming the setting instead of uvicorn's raw error."""
+    import socket
+
+    from auditsink.receive.server import parse_listen
+
+    wanted = [("listen", "--listen", settings.listen)]
+    if settings.api_listen != "none":
+        wanted.append(("api_listen", "--api-listen", settings.api_listen))
+    for name, flag, value in wanted:
+        try:
+            host, port = parse_listen(value, flag)
+        except ConfigError as exc:
+            raise SettingsError(str(exc), name) from None
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in infos:
+                # As asyncio binds (SO_REUSEADDR): a port in TIME_WAIT is fine, one listened
+                # on is not. Closed at once; uvicorn binds it moments later.
+                with socket.socket(family, kind, proto) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(address)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            hint = (" (is another auditsink serve running? give this one other ports"
+                    + (", or --api-listen none" if name == "api_listen" else "") + ")"
+                    if exc.errno == errno.EADDRINUSE else "")
+            raise SettingsError(f"{flag} {value}: cannot listen there: {reason.lower()}{hint}",
+                                name) from None
 
 
 # -- the bus: serve --bus publishes, worker stores --------------------------------------------

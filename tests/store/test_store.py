@@ -330,3 +330,20 @@ def test_dead_letters_are_kept_with_the_cursor(store_url: str) -> None:
     store.drop_dead_letter(kept.id)
     assert store.dead_letters() == []
     store.close()
+
+
+def test_a_partly_retried_batch_says_which_items_were_new(store_url: str,
+                                                          fixtures_dir: Path) -> None:
+    # serve --format json prints only what was stored, so the store says which items were new.
+    items = _fixture_items(fixtures_dir)
+    store = _store(store_url)
+    first = store.write(items[:10])
+    assert (first.stored, first.duplicates, first.duplicate_items) == (10, 0, ())
+    mixed = [items[12], items[3], items[10], items[3], items[11], items[9]]
+    result = store.write(mixed)
+    # items[3] twice (seen before, and again within the batch), items[9] seen before.
+    assert (result.stored, result.duplicates) == (3, 3)
+    assert result.duplicate_items == (1, 3, 5)
+    again = store.write(mixed)
+    assert (again.stored, again.duplicate_items) == (0, (0, 1, 2, 3, 4, 5))
+    store.close()

@@ -133,6 +133,9 @@ class ReceiverApp:
             bound = result.cluster
             if bound:
                 if cluster and cluster != bound:
+                    # Both names are validated (short, safe); the credential is never logged.
+                    log.warning("refused a request for cluster %r from %s: its credential is "
+                                "bound to cluster %r", cluster, _client(scope), bound)
                     return await _json(send, 403, {"error": "credential is not valid for cluster "
                                                    f"{cluster!r}"})  # validated above: short
                 cluster = bound

@@ -57,6 +57,9 @@ def parse_listen(value: str, what: str = "--listen") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         raise ConfigError(f"{what} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    if not 1 <= int(port) <= 65535:
+        # Else the socket layer takes the port modulo 65536 and listens somewhere else.
+        raise ConfigError(f"{what} {value!r}: the port must be 1 to 65535")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
 

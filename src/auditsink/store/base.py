@@ -51,6 +51,9 @@ class WriteResult:
 
     stored: int = 0
     duplicates: int = 0
+    #: positions in the submitted list of the items that were duplicates (all of them when
+    #: nothing was stored), so that ``serve`` prints only what was new
+    duplicate_items: tuple[int, ...] = ()
 
 
 # A position in time order: (stageTimestamp in µs, log position). Pages in time order resume

@@ -46,6 +46,11 @@ _MOVE = (
     " SELECT i.task, count(*) FROM ins JOIN incoming i USING (audit_id, stage, time, cluster)"
     " GROUP BY i.task"
 )
+# The incoming rows of one task that this transaction inserted (after _MOVE).
+_NEW_SEQS = (
+    "SELECT i.seq FROM incoming i JOIN events e USING (audit_id, stage, time, cluster)"
+    " WHERE i.task = %s AND e.xmin = xid(pg_current_xact_id())"
+)
 
 
 def _text(value: str) -> str:
@@ -178,10 +183,24 @@ class PostgresWrites:
                 # grow in commit order across replicas (docs/postgres.md, "Commit order").
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.LOG_LOCK,))
                 stored = dict(cur.execute(_MOVE).fetchall())
+            # Only for a batch with duplicates (a retry): which of its rows were new, told by
+            # the rows this transaction wrote (xmin), so the common case costs nothing more.
+            partial = [n for n, task in enumerate(tasks) if 0 < stored.get(n, 0) < len(task.items)]
+            fresh: set[int] = set()
+            for number in partial:
+                fresh.update(seq for (seq,) in cur.execute(_NEW_SEQS, (number,)))
+        start = 0
         for number, task in enumerate(tasks):
-            kept = stored.get(number, 0)
-            task.result = WriteResult(stored=kept, duplicates=len(task.items) - kept)
-            self.duplicates += len(task.items) - kept
+            kept, count = stored.get(number, 0), len(task.items)
+            repeated: tuple[int, ...] = ()
+            if kept == 0:
+                repeated = tuple(range(count))
+            elif kept < count:
+                repeated = tuple(i for i in range(count) if start + i not in fresh)
+            task.result = WriteResult(stored=kept, duplicates=count - kept,
+                                      duplicate_items=repeated)
+            self.duplicates += count - kept
+            start += count
 
     def prune(self, older_than: int, chunk: int = 20_000) -> int:
         """Delete events with time < ``older_than`` (µs): drop whole days, delete the rest."""

@@ -151,9 +151,29 @@ def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task], leve
         before = conn.total_changes
         conn.executemany(INSERT, rows)
         stored = conn.total_changes - before
-        task.result = WriteResult(stored=stored, duplicates=len(rows) - stored)
+        repeated = _duplicate_items(conn, rows, stored) if stored < len(rows) else ()
+        task.result = WriteResult(stored=stored, duplicates=len(rows) - stored,
+                                  duplicate_items=repeated)
         duplicates += len(rows) - stored
     return duplicates
+
+
+def _duplicate_items(conn: sqlite3.Connection, rows: list[tuple[Any, ...]],
+                     stored: int) -> tuple[int, ...]:
+    """Which rows INSERT OR IGNORE left out. Only for a batch with duplicates (a retry): the
+    rows it did insert are the last ``stored`` of the log, one writer and one transaction."""
+    if not stored:
+        return tuple(range(len(rows)))
+    new = set(conn.execute("SELECT time, audit_id, stage FROM events ORDER BY id DESC LIMIT ?",
+                           (stored,)))
+    repeated = []
+    for index, row in enumerate(rows):
+        key = (row[0], row[1], row[3])
+        if key in new:
+            new.discard(key)  # its first occurrence is the one stored
+        else:
+            repeated.append(index)
+    return tuple(repeated)
 
 
 def _write_blobs(conn: sqlite3.Connection, items: list[Item], level: int,
