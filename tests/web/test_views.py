@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from auditsink.cli import main
 from auditsink.detect import Detector
 from auditsink.model import decode_body
+from auditsink.priority import RANK
 from auditsink.readlistener import ReadListener
 from auditsink.rules.engine import load_rules
 from auditsink.rules.stateful import StatefulDetectors
@@ -96,7 +97,10 @@ def test_overview_counts_the_whole_old_range(ui: WebUI) -> None:
     failures = {(f["code"], f["verb"], f["resource"]): f["count"] for f in alice["failures"]}
     assert failures == {(403, "list", "secrets"): 1, (403, "delete", "pods"): 1}
     assert alice["failures"][0]["url"].startswith("/ui/events?code=403&verb=")
-    assert doc["alert_counts"] and doc["alerts"][0]["request_url"].startswith("/ui/requests/")
+    assert doc["alert_counts"] and doc["alert_groups"][0]["url"].startswith("/ui/alerts?")
+    # Grouped by rule, the most severe first: the many INFO alerts never bury a WARNING.
+    ranks = [RANK[g["priority"]] for g in doc["alert_groups"]]
+    assert ranks == sorted(ranks)
     _, page = _html(ui, "/")
     stacks = sum(len(b["counts"]) for b in chart["buckets"])
     assert stacks >= 20 and page.count('<rect class="bar"') == stacks
@@ -143,31 +147,45 @@ def test_overview_range_choices_and_errors(ui: WebUI) -> None:
 
 def test_old_data_in_a_big_store_opens_on_its_newest_hour(
         ui: WebUI, monkeypatch: pytest.MonkeyPatch) -> None:
-    from auditsink.web.views import _common
+    from auditsink.web.views import _range
 
-    monkeypatch.setattr(_common, "SMALL_STORE", 100)  # the fixture's 974 events are "big" now
+    monkeypatch.setattr(_range, "SMALL_STORE", 100)  # the fixture's 974 events are "big" now
     _, doc = _json(ui, "/ui/overview.json")
     assert doc["range"]["choice"] == "" and doc["events"] == 974  # all within its newest hour
     assert doc["range"]["until"] == "2026-11-26T14:23:52.846591Z"  # the newest event, + 1 µs
     assert doc["range"]["until_us"] - doc["range"]["since_us"] == 3600 * 1_000_000
 
 
-def test_events_filters_and_cursor_paging(ui: WebUI) -> None:
-    status, doc = _json(ui, "/ui/events.json", "user=alice&limit=4&verb=")  # empty: ignored
-    assert status == 200 and len(doc["events"]) == 4 and doc["next"]
+def test_events_filters_and_time_cursor_paging(ui: WebUI) -> None:
+    status, doc = _json(ui, "/ui/events.json", "user=alice&limit=2&verb=")  # empty: ignored
+    # One row per request by default: alice's three requests, not their six stages.
+    assert status == 200 and doc["hits"] == 3 and len(doc["events"]) == 2 and doc["next"]
     assert {e["user"] for e in doc["events"]} == {"alice"}
-    assert doc["filters"]["user"] == ["alice"] and doc["filters"]["verb"] == []
-    _, rest = _json(ui, "/ui/events.json", f"user=alice&limit=4&before={doc['next']}")
-    assert len(rest["events"]) == 2 and rest["next"] is None
-    ids = [e["id"] for e in doc["events"] + rest["events"]]
-    assert ids == sorted(ids, reverse=True)
-    # Follow mode: only what is newer than the newest shown.
-    _, newer = _json(ui, "/ui/events.json", f"user=alice&after={ids[2]}")
-    assert [e["id"] for e in newer["events"]] == ids[:2]
-    _, page = _html(ui, "/ui/events", "user=alice&limit=4")
-    assert 'name="user" value="alice"' in page and page.count('<tr data-id=') == 4
-    assert f'href="{doc["next_url"]}"'.replace("&", "&amp;") in page
-    _, forbidden = _json(ui, "/ui/events.json", "code=403&stage=ResponseComplete")
+    assert {e["stage"] for e in doc["events"]} == {"ResponseComplete"}
+    assert doc["fields"] == {"user": {"values": ["alice"], "excluded": []}}
+    assert doc["query"] == "user:alice" and doc["newer_url"] is None
+    path, query = doc["older_url"].split("?")
+    _, rest = _json(ui, path + ".json", query)
+    assert len(rest["events"]) == 1 and rest["next"] is None and rest["older_url"] is None
+    keys = [(e["time_us"], e["id"]) for e in doc["events"] + rest["events"]]
+    assert keys == sorted(keys, reverse=True)  # time order, newest first
+    # "Newer" from the last page is the first page again.
+    path, query = rest["newer_url"].split("?")
+    _, back = _json(ui, path + ".json", query)
+    assert [e["id"] for e in back["events"]] == [e["id"] for e in doc["events"]]
+    _, stages = _json(ui, "/ui/events.json", "user=alice&rows=stages")
+    assert stages["hits"] == 6 and not stages["requests_only"]
+    assert {e["stage"] for e in stages["events"]} == {"RequestReceived", "ResponseComplete"}
+    # Follow mode: what was committed after a log position, in log order.
+    ids = sorted(e["id"] for e in stages["events"])
+    _, newer = _json(ui, "/ui/events.json", f"user=alice&rows=stages&after_id={ids[3]}")
+    assert [e["id"] for e in newer["events"]] == ids[4:]
+    assert newer["follow"] == {"after_id": ids[-1], "more": False, "read": 2}
+    _, page = _html(ui, "/ui/events", "user=alice&limit=2")
+    assert 'name="user" value="alice"' in page and page.count("<tr data-id=") == 2
+    assert 'id="q" name="q" value="user:alice"' in page
+    assert f'href="{doc["older_url"]}"'.replace("&", "&amp;") in page
+    _, forbidden = _json(ui, "/ui/events.json", "code=403")
     assert {(e["verb"], e["resource"]) for e in forbidden["events"]} == {
         ("list", "secrets"), ("delete", "pods")}
 
@@ -176,7 +194,16 @@ def test_events_bad_filters_answer_400(ui: WebUI) -> None:
     status, doc = _json(ui, "/ui/events.json", "stage=Done")
     assert status == 400 and "unknown stage 'Done'" in doc["error"]
     status, page = _html(ui, "/ui/events", "limit=lots")
-    assert status == 400 and "expected a number" in page
+    assert status == 400 and "expected a whole number" in page
+    assert _json(ui, "/ui/events.json", "before=yesterday")[0] == 400
+    # A mistyped query stays in the bar, marked invalid, with the reason beside it.
+    status, page = _html(ui, "/ui/events", "q=user%3Aalice+colour%3Ablue&range=all")
+    assert status == 400 and 'value="user:alice colour:blue"' in page
+    assert "unknown field &#39;colour&#39;" in page and 'aria-invalid="true"' in page
+    assert 'role="alert" id="q-error"' in page
+    status, page = _html(ui, "/ui/events", "since=yesterday")
+    assert status == 400 and "invalid time &#39;yesterday&#39;" in page
+    assert 'name="since" value="yesterday"' in page  # the picker keeps it, to be corrected
 
 
 def test_request_view_of_a_forbidden_secret_read(ui: WebUI) -> None:
@@ -185,6 +212,7 @@ def test_request_view_of_a_forbidden_secret_read(ui: WebUI) -> None:
     assert [s["stage"] for s in doc["stages"]] == ["RequestReceived", "ResponseComplete"]
     assert doc["user"]["username"] == "alice" and doc["source_ips"] == ["127.0.0.1"]
     assert doc["decision"] == "forbid" and doc["status"]["code"] == 403
+    # One cluster in this store: the links need not name it.
     assert doc["links"]["user"] == "/ui/users/alice" and doc["links"]["object"] is None
     assert doc["user_agent"].startswith("kubectl/")
     _, page = _html(ui, f"/ui/requests/{ALICE_SECRETS}")
@@ -212,8 +240,8 @@ def test_scrub_hides_credentials_outside_secrets() -> None:
 
 
 def test_history_of_pod_web(ui: WebUI) -> None:
-    status, doc = _json(ui, "/ui/objects/pods/demo/web.json")
-    assert status == 200
+    status, doc = _json(ui, "/ui/objects/pods/demo/web.json", "order=oldest")
+    assert status == 200 and doc["order"] == "oldest"
     steps = [(c["verb"], c["resource"], c["user"], c["code"]) for c in doc["changes"]]
     assert steps == [("create", "pods", "admin", 201), ("create", "pods/exec", "admin", 400),
                      ("delete", "pods", "alice", 403), ("delete", "pods", "admin", 200)]
@@ -222,22 +250,31 @@ def test_history_of_pod_web(ui: WebUI) -> None:
     assert any('"name": "web"' in line for line in create["diff"])
     assert denied["diff"] is None and not denied["recorded"]
     assert any(line.startswith('+    "deletionTimestamp"') for line in delete["diff"])
+    # Newest first by default, the same changes and diffs.
+    _, newest = _json(ui, "/ui/objects/pods/demo/web.json")
+    assert newest["order"] == "newest" and newest["changes"] == doc["changes"][::-1]
+    assert newest["order_url"] == "/ui/objects/pods/demo/web?order=oldest"
     _, page = _html(ui, "/ui/objects/pods/demo/web")
     assert "<ins>" in page and "<del>" in page and "History of pods" in page
+    # Newest on top.
+    assert page.index('class="verb v-delete"') < page.index('class="verb v-create"')
 
 
 def test_history_pages_keep_diffing_against_the_version_before(ui: WebUI) -> None:
     _, newest = _json(ui, "/ui/objects/pods/demo/web.json", "limit=2")
-    assert [(c["user"], c["verb"]) for c in newest["changes"]] == [("alice", "delete"),
-                                                                   ("admin", "delete")]
-    # The create is on the earlier page, yet the delete is still diffed against it.
-    delete = newest["changes"][-1]["diff"]
+    assert [(c["user"], c["verb"]) for c in newest["changes"]] == [("admin", "delete"),
+                                                                   ("alice", "delete")]
+    # The create is on the older page, yet the delete is still diffed against it.
+    delete = newest["changes"][0]["diff"]
     assert '-    "resourceVersion": "200",' in delete and len(delete) < 30
-    assert newest["earlier_url"] == f"/ui/objects/pods/demo/web?before={newest['next']}&limit=2"
-    path, query = newest["earlier_url"].split("?")
-    _, earlier = _json(ui, path + ".json", query)
-    assert [c["verb"] for c in earlier["changes"]] == ["create", "create"]
-    assert earlier["earlier_url"] is None and earlier["latest_url"] == "/ui/objects/pods/demo/web"
+    assert newest["older_url"].startswith("/ui/objects/pods/demo/web?limit=2&before=")
+    assert newest["newer_url"] is None and newest["latest_url"] is None
+    path, query = newest["older_url"].split("?")
+    _, older = _json(ui, path + ".json", query)
+    assert [c["verb"] for c in older["changes"]] == ["create", "create"]
+    assert older["older_url"] is None and older["latest_url"] == "/ui/objects/pods/demo/web?limit=2"
+    path, query = older["newer_url"].split("?")
+    assert _json(ui, path + ".json", query)[1]["changes"] == newest["changes"]
 
 
 def test_history_of_cluster_scoped_object(ui: WebUI) -> None:
@@ -289,22 +326,33 @@ def test_alerts_filters(ui: WebUI) -> None:
 
 
 def test_everything_is_escaped(tmp_path: Path) -> None:
+    # Every string an event controls, hostile, and a cluster name too (it is the URL's).
     line = ('{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"x<b>1",'
             '"stage":"ResponseComplete","requestURI":"/api/v1/namespaces/n/pods/<script>",'
-            '"verb":"get","user":{"username":"<script>alert(1)</script>"},"objectRef":'
+            '"verb":"get","user":{"username":"<script>alert(1)</script>"},'
+            '"impersonatedUser":{"username":"<svg onload=alert(2)>"},"objectRef":'
             '{"resource":"pods","namespace":"n","name":"<img src=x>"},"responseStatus":'
-            '{"code":200},"stageTimestamp":"2026-11-26T14:00:00.000000Z"}')
+            '{"code":403},"annotations":{"authorization.k8s.io/decision":"forbid"},'
+            '"stageTimestamp":"2026-11-26T14:00:00.000000Z"}')
     items, _ = decode_body(line.encode())
     store = SQLiteStore(f"sqlite:///{tmp_path}/x.db")
     store.open()
     try:
         store.write(items)
+        store.write(items, cluster='"><script>alert(3)</script>')
         ui = WebUI(store)
-        for path in ("/", "/ui/events", "/ui/requests/x<b>1", "/ui/users/<script>alert(1)</script>",
-                     "/ui/objects/pods/n/<img src=x>"):
-            status, page = _html(ui, path)
-            assert status == 200, path
-            assert "<script>alert" not in page and "<img src=x>" not in page and "x<b>1" not in page
+        for path, query in (("/", "range=all"), ("/ui/events", "range=all"),
+                            ("/ui/events", "range=all&rows=stages&q=user%3A%3Cscript%3E"),
+                            ("/ui/events", "q=%22%3Cscript%3E"),  # an unclosed quote: an error
+                            ("/ui/requests/x<b>1", ""), ("/ui/requests/x<b>1", "cluster=%22%22"),
+                            ("/ui/users/<script>alert(1)</script>", "range=all"),
+                            ("/ui/users/<svg onload=alert(2)>", "range=all"),
+                            ("/ui/objects/pods/n/<img src=x>", ""), ("/ui/alerts", "")):
+            answer = ui.respond(path, query)
+            page = answer.body.decode()
+            assert answer.status in (200, 400), (path, query)
+            for raw in ("<script>alert", "<img src=x>", "x<b>1", "<svg onload"):
+                assert raw not in page, (path, query, raw)
     finally:
         store.close()
 

@@ -55,13 +55,18 @@ def _label(micros: int, span_seconds: float, bucket_seconds: int) -> str:
     return when.strftime("%H:%M")
 
 
-def stacked_bars(chart: dict[str, Any], title: str = "Events by verb") -> Markup:
-    """An SVG stacked bar chart of ``chart["buckets"]`` (each ``{"t", "counts"}``) by series."""
+def stacked_bars(chart: dict[str, Any], title: str = "Events by verb", height: int = HEIGHT,
+                 what: str = "events") -> Markup:
+    """An SVG stacked bar chart of ``chart["buckets"]`` (each ``{"t", "counts"}``) by series.
+
+    A bucket with an ``href`` is a link over its whole column (an SVG ``<a>``, no script):
+    the histogram's bars narrow the range to their bucket when clicked.
+    """
     buckets: list[dict[str, Any]] = chart["buckets"]
     series: list[str] = chart["series"]
     seconds = chart["bucket_seconds"]
     unit = unit_label(seconds)
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, height - TOP - BOTTOM
     peak = max((b["total"] for b in buckets), default=0)
     ticks = nice_ticks(peak)
     scale = plot_h / ticks[-1]
@@ -71,10 +76,10 @@ def stacked_bars(chart: dict[str, Any], title: str = "Events by verb") -> Markup
     total = sum(b["total"] for b in buckets)
     start = escape(buckets[0]["time"]) if buckets else ""
     out = [
-        (f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        (f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
          'aria-labelledby="chart-title chart-desc" xmlns="http://www.w3.org/2000/svg">'),
         f'<title id="chart-title">{escape(title)}</title>',
-        (f'<desc id="chart-desc">Stacked bars, one per {unit}, of {total} events from {start}'
+        (f'<desc id="chart-desc">Stacked bars, one per {unit}, of {total} {what} from {start}'
          ' (UTC); colours are verbs, see the legend.</desc>'),
     ]
     # Y axis: gridlines and counts.
@@ -86,11 +91,18 @@ def stacked_bars(chart: dict[str, Any], title: str = "Events by verb") -> Markup
                    f'font-size="11" fill="#444">{tick}</text>')
     out.append(f'<text x="14" y="{TOP + plot_h / 2:.0f}" font-size="12" fill="#444" '
                f'text-anchor="middle" transform="rotate(-90 14 {TOP + plot_h / 2:.0f})">'
-               f'events per {unit}</text>')
+               f'{what} per {unit}</text>')
     # Bars, one stacked column per bucket, the largest series at the bottom.
     for i, bucket in enumerate(buckets):
         x = LEFT + i * slot + (slot - bar_w) / 2
         y = TOP + plot_h
+        href = bucket.get("href")
+        if href:
+            # The whole column is the target, so a bucket of 1 event is as easy to hit.
+            out.append(f'<a class="narrow" href="{escape(href)}"><rect class="hit" '
+                       f'x="{LEFT + i * slot:.1f}" y="{TOP}" width="{slot:.1f}" '
+                       f'height="{plot_h}" fill="transparent"><title>{escape(bucket["time"])} '
+                       f'UTC: {bucket["total"]} — show only this {unit}</title></rect>')
         for index, verb in enumerate(series):
             count = bucket["counts"].get(verb, 0)
             if not count:
@@ -101,6 +113,8 @@ def stacked_bars(chart: dict[str, Any], title: str = "Events by verb") -> Markup
                        f'height="{max(h, 0.5):.1f}" fill="{colour(verb, index)}">'
                        f'<title>{escape(bucket["time"])} UTC, {escape(verb or "(none)")}: '
                        f'{count}</title></rect>')
+        if href:
+            out.append("</a>")
     # X axis: baseline and about eight time labels.
     base = TOP + plot_h
     out.append(f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{base}" y2="{base}" '
@@ -118,9 +132,9 @@ def stacked_bars(chart: dict[str, Any], title: str = "Events by verb") -> Markup
     for index, verb in enumerate(series):
         total = sum(b["counts"].get(verb, 0) for b in buckets)
         label = f"{verb or '(none)'} {total}"
-        out.append(f'<g class="legend-item"><rect x="{x}" y="{HEIGHT - 18}" width="12" '
+        out.append(f'<g class="legend-item"><rect x="{x}" y="{height - 18}" width="12" '
                    f'height="12" fill="{colour(verb, index)}"/><text x="{x + 16}" '
-                   f'y="{HEIGHT - 8}" font-size="12" fill="#222">{escape(label)}</text></g>')
+                   f'y="{height - 8}" font-size="12" fill="#222">{escape(label)}</text></g>')
         x += 24 + 7 * len(label)
     out.append("</svg>")
     return Markup("\n".join(out))

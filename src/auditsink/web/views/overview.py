@@ -1,102 +1,84 @@
-"""Overview: what happened in a time range, at a glance."""
+"""Overview: what happened in a time range, at a glance, and what looks like an attack."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from auditsink.priority import PRIORITIES
 from auditsink.query.rollup import rollup_for, usable
-from auditsink.rules.priority import PRIORITIES
-from auditsink.store.base import AlertSelector, Selector, Store
-from auditsink.timeutil import format_micros
-from auditsink.web import charts, urls
-from auditsink.web.views._common import Query, alert_row, first, time_range
+from auditsink.selector import Selector
+from auditsink.store.base import AlertSelector, Store
+from auditsink.web import urls
+from auditsink.web.views import _security
+from auditsink.web.views._chart import bucket_seconds, histogram
+from auditsink.web.views._common import Query, cluster_choice, clusters_of
+from auditsink.web.views._range import narrowed, range_params, time_range
+from auditsink.web.views._rows import carries_cluster, group_row
 
-# Bucket widths for the chart: the smallest that keeps it under MAX_BUCKETS bars, so the
-# default last hour is events per minute and a short burst (an import) still shows its shape.
-BUCKETS = (1, 5, 10, 30, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
-MAX_BUCKETS = 100
-MAX_SERIES = 8
+__all__ = ["bucket_seconds", "view"]
 TOP = 10
 
 
-def bucket_seconds(span_us: int) -> int:
-    """The chart's bucket width for a range: per minute for an hour, coarser or finer else.
-
-    >>> bucket_seconds(3600 * 1_000_000), bucket_seconds(7 * 86400 * 1_000_000)
-    (60, 10800)
-    """
-    for seconds in BUCKETS:
-        if span_us / (seconds * 1_000_000) <= MAX_BUCKETS:
-            return seconds
-    return BUCKETS[-1]
-
-
 def view(store: Store, query: Query) -> dict[str, Any]:
-    """Events per minute by verb, top users and resources, failures and alerts in a range."""
-    cluster = first(query, "cluster")
-    base = Selector(clusters=[cluster] if cluster else [])
+    """Events by verb over time, top users and resources, failures, security and alerts."""
+    clusters = clusters_of(query)
+    base = Selector(clusters=clusters)
     span = time_range(store, query, base)
-    selector = Selector(clusters=base.clusters, since=span["since_us"], until=span["until_us"])
-    window = {"since": span["since"], "until": span["until"], "cluster": cluster or None}
+    low, high = span["low_us"], span["high_us"]
+    # Counted over the drawn bounds: for "everything" they are what is stored, so the counts
+    # are the same, and the rollup below can answer whole hours.
+    selector = base.replace(since=low, until=high)
+    here = {**range_params(span), "cluster": [urls.spell(c) for c in clusters] or None}
+
+    def explore(pairs: Sequence[tuple[str, str]] = (), **params: str | None) -> str:
+        cluster_pairs = [("cluster", urls.spell(c)) for c in clusters]
+        return urls.events_url([*cluster_pairs, *pairs], **{**range_params(span), **params})
+
+    def alerts_link(**params: str | None) -> str:
+        return urls.alerts_url(**{**here, **params})
+
     # Over days, counting every event four ways takes seconds: whole hours come from the
     # in-memory rollup (query/rollup.py) instead, and only the partial hours from the store.
     source: Any = rollup_for(store) if usable(selector) else store
-    chart = _chart(source, selector, span["since_us"], span["until_us"])
+    chart = histogram(source, selector, low, high, link=lambda start, end: urls.overview_url(
+        cluster=here["cluster"], **narrowed(start, end)))
     users = source.group_counts(selector, ["user"], TOP)
     resources = source.group_counts(selector, ["resource", "api_group"], TOP)
     failures = source.group_counts(selector, ["code", "verb", "resource"], TOP, failures_only=True)
-    alerts = AlertSelector(clusters=base.clusters, since=span["since_us"], until=span["until_us"])
+    alerts = AlertSelector(clusters=clusters, since=low, until=high)
     counts = store.alert_counts(alerts)
-    recent = sorted(store.alerts(alerts, limit=50), key=lambda a: (a.priority, -a.id))[:TOP]
+    groups = store.alert_groups(alerts, limit=TOP)
+    security = _security.panel(store, selector, chart["bucket_seconds"] * 1_000_000, counts,
+                               explore, alerts_link)
     return {
         "title": "Overview",
+        **cluster_choice(store, clusters),
         "range": span,
-        "cluster": cluster,
-        "clusters": store.clusters_seen(Selector(since=span["since_us"], until=span["until_us"])),
         "events": chart["total"],
         "chart": chart,
+        "security": security,
         "top_users": [
-            {**u, "url": urls.user_url(str(u["user"]), since=span["since"], until=span["until"])}
+            {**u, "url": urls.user_url(str(u["user"]), _one(clusters), **range_params(span))}
             for u in users],
         "top_resources": [
-            {**r, "url": urls.events_url(resource=f"{r['resource']}/*", **window)
+            {**r, "url": explore([("resource", f"{r['resource']}/*"),
+                                  ("apiGroup", urls.spell(str(r["api_group"])))])
              if r["resource"] else None}
             for r in resources],
         "failures": [
-            {**f, "url": urls.events_url(code=str(f["code"]), verb=str(f["verb"]),
-                                         resource=f"{f['resource']}/*" if f["resource"] else None,
-                                         **window)}
+            {**f, "url": explore([("code", str(f["code"])), ("verb", str(f["verb"]))]
+                                 + ([("resource", f"{f['resource']}/*")] if f["resource"] else []))}
             for f in failures],
         "alert_counts": {PRIORITIES[p]: n for p, n in sorted(counts.items())},
-        "alerts": [alert_row(a) for a in recent],
-        "alerts_url": "/ui/alerts" + urls.query_string(
-            {"since": span["since"], "until": span["until"], "cluster": cluster}),
-        "events_url": urls.events_url(**window),
+        "alert_count_urls": {PRIORITIES[p]: alerts_link(priority=PRIORITIES[p])
+                             for p in sorted(counts)},
+        # Grouped by rule, the most severe first: a thousand INFO never bury one WARNING.
+        "alert_groups": [group_row(g, alerts_link, carries_cluster(store)) for g in groups],
+        "alerts_url": alerts_link(),
+        "events_url": explore(),
     }
 
 
-def _chart(store: Any, selector: Selector, since: int, until: int) -> dict[str, Any]:
-    """Counts per bucket and verb, every bucket present (zeros too) so the time axis is even."""
-    seconds = bucket_seconds(until - since)
-    width = seconds * 1_000_000
-    rows = store.counts_by_time(selector, width, "verb")
-    totals: dict[str, int] = {}
-    for _, verb, n in rows:
-        totals[verb] = totals.get(verb, 0) + n
-    ranked = sorted(totals, key=lambda v: -totals[v])
-    series = ranked[:MAX_SERIES]
-    # Rare verbs share one series so the legend stays readable.
-    other = "other" if len(ranked) > MAX_SERIES else None
-    first_bucket, last_bucket = since // width, (until - 1) // width
-    buckets = [{"t": b * width, "time": format_micros(b * width), "counts": {}, "total": 0}
-               for b in range(first_bucket, last_bucket + 1)]
-    for start, verb, n in rows:
-        bucket: dict[str, Any] = buckets[start // width - first_bucket]
-        key = verb if verb in series else str(other)
-        bucket["counts"][key] = bucket["counts"].get(key, 0) + n
-        bucket["total"] += n
-    if other:
-        series.append(other)
-    return {"bucket_seconds": seconds, "bucket": charts.unit_label(seconds), "series": series,
-            "buckets": buckets,
-            "total": sum(totals.values())}
+def _one(clusters: list[str]) -> str | None:
+    return clusters[0] if len(clusters) == 1 else None

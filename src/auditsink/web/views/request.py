@@ -6,9 +6,11 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from auditsink.store.base import AlertSelector, Selector, Store
+from auditsink.selector import Selector
+from auditsink.store.base import AlertSelector, Store
 from auditsink.web import urls
-from auditsink.web.views._common import NotFound, Query, alert_row, row_of
+from auditsink.web.views._common import NotFound, Query, cluster_choice, clusters_of
+from auditsink.web.views._rows import alert_row, carries_cluster, row_of
 
 MAX_STAGES = 100
 # Secrets are redacted in the store, but some other objects carry credentials in clear text
@@ -40,12 +42,28 @@ def pretty(value: Any) -> str | None:
 
 
 def view(store: Store, query: Query, audit_id: str) -> dict[str, Any]:
-    """The stages of one request, oldest first, with its objects and the alerts it raised."""
-    stored = store.query(Selector(audit_ids=[audit_id]), limit=MAX_STAGES, newest_first=False)
+    """The stages of one request in one cluster, oldest first, with its objects and alerts.
+
+    An auditID is the client's to choose (its ``Audit-ID`` header), so two clusters may
+    share one: without ``cluster=`` and with several, the page lists them to choose from
+    rather than mixing their stages.
+    """
+    chosen = clusters_of(query)
+    stored = store.page(Selector(audit_ids=[audit_id], clusters=chosen), limit=MAX_STAGES,
+                        oldest_first=True)
     if not stored:
-        raise NotFound(f"no events with auditID {audit_id!r}")
+        where = f" in cluster {chosen[0]!r}" if len(chosen) == 1 else ""
+        raise NotFound(f"no events with auditID {audit_id!r}{where}")
+    seen = sorted({s.cluster for s in stored})
+    if len(seen) > 1:
+        return {"title": f"Request {audit_id}", "auditID": audit_id,
+                **cluster_choice(store, chosen), "choose": [
+                    {"cluster": c, "url": urls.request_url(audit_id, c),
+                     "stages": sum(1 for s in stored if s.cluster == c)} for c in seen]}
+    cluster = seen[0]
     events = [json.loads(s.raw) for s in stored]
-    stages = [row_of(e, s.id, s.cluster) for e, s in zip(events, stored)]
+    carry = carries_cluster(store)
+    stages = [row_of(e, s.id, s.cluster, carry) for e, s in zip(events, stored)]
     last = events[-1]
     # The last stage is the most complete (it has the response); objects may sit on any stage.
     newest_first = events[::-1]
@@ -61,11 +79,14 @@ def view(store: Store, query: Query, audit_id: str) -> dict[str, Any]:
     for event in events:
         annotations.update(event.get("annotations") or {})
     summary = stages[-1]
-    alerts = store.alerts(AlertSelector(audit_ids=[audit_id]), limit=100)
+    alerts = store.alert_page(AlertSelector(audit_ids=[audit_id], clusters=[cluster]),
+                              limit=100)
     return {
         "title": f"Request {audit_id}",
+        **cluster_choice(store, chosen),
         "auditID": audit_id,
-        "cluster": stored[-1].cluster,
+        "choose": None,
+        "request_cluster": cluster,
         "verb": last.get("verb", ""),
         "uri": last.get("requestURI", ""),
         "level": last.get("level", ""),
@@ -88,11 +109,11 @@ def view(store: Store, query: Query, audit_id: str) -> dict[str, Any]:
         "stages": stages,
         "request_object": pretty(request_object),
         "response_object": pretty(response_object),
-        "alerts": [alert_row(a) for a in alerts],
+        "alerts": [alert_row(a, carry) for a in alerts],
         "links": {
             "object": summary["object_url"] or None,
             "user": summary["user_url"] or None,
-            "impersonated": urls.user_url(impersonated["username"])
+            "impersonated": urls.user_url(impersonated["username"], cluster if carry else None)
             if impersonated and impersonated.get("username") else None,
             "api": "/api/v1/events/" + quote(audit_id, safe=""),
         },

@@ -1,57 +1,89 @@
-"""User activity: what one identity did in a time range, its failures and its alerts."""
+"""User activity: what one identity did in a time range, its failures and its alerts.
+
+Asking about a person means both sides of a request (design.md): requests made **by** them
+(the authenticated user) and made **as** them (``kubectl --as``). ``side=authenticated`` or
+``side=impersonated`` keeps one side only.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from auditsink.store.base import AlertSelector, Selector, Store
+from auditsink.query.params import first
+from auditsink.selector import BY_NAME, Selector
+from auditsink.store.base import AlertSelector, Store
 from auditsink.web import urls
 from auditsink.web.views import rbac
-from auditsink.web.views._common import Query, alert_row, event_row, first, time_range
+from auditsink.web.views._common import Query, cluster_choice, clusters_of
+from auditsink.web.views._range import range_params, time_range
+from auditsink.web.views._rows import alert_row, carries_cluster, event_row
 
 # Requests are counted once, when they completed (RequestReceived would count them twice).
 DONE = ["ResponseComplete", "Panic"]
 MAX_GROUPS = 200
+MAX_IDENTITIES = 50
 MAX_FAILURES = 50
+# side= -> the selector field it selects by (the vocabulary of auditsink.selector).
+SIDES = {"": "user", "authenticated": "authenticatedUser", "impersonated": "impersonatedUser"}
 
 
 def view(store: Store, query: Query, username: str) -> dict[str, Any]:
-    """Requests of ``username`` grouped by resource and verb, plus its failures and alerts."""
-    cluster = first(query, "cluster")
-    base = Selector(users=[username], clusters=[cluster] if cluster else [])
-    span = time_range(store, query, base)
-    selector = Selector(users=[username], clusters=base.clusters, stages=DONE,
-                        since=span["since_us"], until=span["until_us"])
-    window = {"user": username, "since": span["since"], "until": span["until"],
-              "cluster": cluster or None}
+    """Requests by or as ``username`` grouped by resource and verb, who acted as whom, its
+    failures and alerts."""
+    side = first(query, "side")
+    if side not in SIDES:
+        raise ValueError(f"side={side!r}: expected authenticated or impersonated (or nothing "
+                         "for both)")
+    field = SIDES[side]
+    clusters = clusters_of(query)
+    who = Selector(clusters=clusters)
+    who.values(BY_NAME[field]).append(username)
+    span = time_range(store, query, who)
+    selector = who.replace(stages=DONE, since=span["since_us"], until=span["until_us"])
+    identity = [(field, urls.spell(username)), *(("cluster", urls.spell(c)) for c in clusters)]
+    window = range_params(span)
+
+    def explore(*pairs: tuple[str, str], **params: str | None) -> str:
+        return urls.events_url([*identity, *pairs], **{**window, **params})
+
     groups = store.group_counts(selector, ["resource", "subresource", "namespace", "verb"],
                                 MAX_GROUPS)
     activity = []
     for group in groups:
         resource = str(group["resource"])
         path = f"{resource}/{group['subresource']}" if group["subresource"] else resource
-        activity.append({
-            "resource": path, "namespace": group["namespace"], "verb": group["verb"],
-            "count": group["count"],
-            "url": urls.events_url(resource=path or None, namespace=str(group["namespace"]) or None,
-                                   verb=str(group["verb"]), stage=DONE[0], **window)
-            if path else urls.events_url(verb=str(group["verb"]), stage=DONE[0], **window),
-        })
-    failed = store.query(Selector(users=[username], clusters=base.clusters, stages=DONE,
-                                  codes=["4xx", "5xx"], since=span["since_us"],
-                                  until=span["until_us"]), limit=MAX_FAILURES)
+        pairs = [("verb", str(group["verb"]))]
+        if path:
+            pairs += [("resource", path), ("namespace", urls.spell(str(group["namespace"])))]
+        activity.append({"resource": path, "namespace": group["namespace"],
+                         "verb": group["verb"], "count": group["count"],
+                         "url": explore(*pairs)})
+    identities = [{
+        "user": str(g["user"]), "impersonated": str(g["impersonated_user"] or ""),
+        "count": g["count"],
+        "url": urls.events_url([("authenticatedUser", urls.spell(str(g["user"]))),
+                                ("impersonatedUser", urls.spell(str(g["impersonated_user"] or ""))),
+                                *(("cluster", urls.spell(c)) for c in clusters)], **window),
+    } for g in store.group_counts(selector, ["user", "impersonated_user"], MAX_IDENTITIES)]
+    failed = store.page(selector.replace(codes=["4xx", "5xx"]), MAX_FAILURES)
     alerts = store.alerts_for_events(
-        AlertSelector(clusters=base.clusters, since=span["since_us"], until=span["until_us"]),
-        Selector(users=[username]), limit=50)
+        AlertSelector(clusters=clusters, since=span["since_us"], until=span["until_us"]),
+        who, limit=50)
+    one = clusters[0] if len(clusters) == 1 else None
+    carry = carries_cluster(store)
     return {
         "title": f"Activity of {username}",
+        **cluster_choice(store, clusters),
         "username": username,
-        "cluster": cluster,
+        "side": side,
+        "sides": {name: urls.user_url(username, one, side=name or None, **window)
+                  for name in SIDES},
         "range": span,
-        "requests": sum(int(str(g["count"])) for g in groups),
+        "requests": store.count(selector),
+        "identities": identities,
         "activity": activity,
-        "failures": [event_row(e) for e in failed],
-        "alerts": [alert_row(a) for a in alerts],
-        "events_url": urls.events_url(**window),
-        "rbac": rbac.section(store, username, cluster, span["since_us"], span["until_us"]),
+        "failures": [event_row(e, carry) for e in failed],
+        "alerts": [alert_row(a, carry) for a in alerts],
+        "events_url": explore(),
+        "rbac": rbac.section(store, username, one or "", span["low_us"], span["high_us"]),
     }
