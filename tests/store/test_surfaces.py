@@ -2,9 +2,10 @@
 
 Real traffic in two clusters with impersonation (tests/data/kube-identity) is imported into a
 SQLite file and a PostgreSQL database; then each field is asked through the CLI flags, the
-CLI's query bar, the read API of a real ``auditsink serve`` (paging through its cursors) and
-``import --match`` (the in-flight predicate), and every answer must be the set of events the
-selector's Python predicate picks.
+CLI's query bar, the read API of a real ``auditsink serve`` (paging through its cursors), the
+web UI's form fields and its query bar (the explorer's JSON twin, every stage, paged by its
+older links) and ``import --match`` (the in-flight predicate), and every answer must be the set
+of events the selector's Python predicate picks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from conftest import ROOT
 from auditsink.cli import main
 from auditsink.model import decode_body
 from auditsink.selector import BY_NAME, compile_predicate, from_pairs
+from auditsink.web.urls import spell
 
 DATA = ROOT / "tests" / "data" / "kube-identity"
 CLUSTERS = ("cluster-a", "cluster-b")
@@ -93,6 +95,23 @@ def _api_all(server: Any, params: list[tuple[str, str]]) -> list[dict[str, Any]]
             return docs
 
 
+def _ui_all(server: Any, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Every page of the explorer (/ui/events.json), every stage, through its older links."""
+    docs: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = params + [("range", "all"), ("rows", "stages"), ("limit", "50")]
+        status, page = server.api_get("/ui/events.json?" + urllib.parse.urlencode(
+            query + ([("before", cursor)] if cursor else [])))
+        assert status == 200, page
+        docs += [{"cluster": row["cluster"],
+                  "event": {"auditID": row["auditID"], "stage": row["stage"]}}
+                 for row in page["events"]]
+        cursor = page["next"]
+        if cursor is None:
+            return docs
+
+
 def test_every_field_through_every_surface(store_url: str, logs: dict[str, Path],
                                            server_factory: Any, tmp_path: Path) -> None:
     _import(store_url, logs)
@@ -110,6 +129,11 @@ def test_every_field_through_every_surface(store_url: str, logs: dict[str, Path]
                                                "json", "--limit", "100000", "--", term))),
             "api": _keys(_api_all(server, [(spec.name + ("!" if negate else ""), value)])),
             "api q=": _keys(_api_all(server, [("q", term)])),
+            # The form's inputs are named FIELD (must) and FIELD! (must not); an empty value
+            # is typed "" (an empty input is not sent).
+            "ui form": _keys(_ui_all(server, [(spec.name + ("!" if negate else ""),
+                                               spell(value))])),
+            "ui query bar": _keys(_ui_all(server, [("q", term)])),
         }
         if not negate:
             answers["cli flag"] = _keys(json.loads(_cli(

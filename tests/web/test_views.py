@@ -86,6 +86,7 @@ def test_overview_counts_the_whole_old_range(ui: WebUI) -> None:
     assert status == 200 and doc["range"]["choice"] == "all" and doc["events"] == 974
     chart = doc["chart"]
     assert chart["bucket_seconds"] == 1 and chart["bucket"] == "second"  # a 38-second burst
+    assert chart["bucket_span"] == "one second"  # the caption: "Each bar is one second"
     assert sum(b["total"] for b in chart["buckets"]) == 974
     assert {"get", "create", "list", "delete"} <= set(chart["series"])
     assert doc["top_users"][0]["user"] == "system:apiserver"

@@ -66,6 +66,7 @@ def stacked_bars(chart: dict[str, Any], title: str = "Events by verb", height: i
     series: list[str] = chart["series"]
     seconds = chart["bucket_seconds"]
     unit = unit_label(seconds)
+    these = f"this {unit}" if " " not in unit else f"these {unit}"
     plot_w, plot_h = WIDTH - LEFT - RIGHT, height - TOP - BOTTOM
     peak = max((b["total"] for b in buckets), default=0)
     ticks = nice_ticks(peak)
@@ -102,7 +103,7 @@ def stacked_bars(chart: dict[str, Any], title: str = "Events by verb", height: i
             out.append(f'<a class="narrow" href="{escape(href)}"><rect class="hit" '
                        f'x="{LEFT + i * slot:.1f}" y="{TOP}" width="{slot:.1f}" '
                        f'height="{plot_h}" fill="transparent"><title>{escape(bucket["time"])} '
-                       f'UTC: {bucket["total"]} — show only this {unit}</title></rect>')
+                       f'UTC: {bucket["total"]} — show only {these}</title></rect>')
         for index, verb in enumerate(series):
             count = bucket["counts"].get(verb, 0)
             if not count:
@@ -138,6 +139,12 @@ def stacked_bars(chart: dict[str, Any], title: str = "Events by verb", height: i
         x += 24 + 7 * len(label)
     out.append("</svg>")
     return Markup("\n".join(out))
+
+
+def span_words(seconds: int) -> str:
+    """A bucket width as a caption says it: ``60`` -> ``one minute``, ``300`` -> ``5 minutes``."""
+    unit = unit_label(seconds)
+    return unit if " " in unit else f"one {unit}"
 
 
 def unit_label(seconds: int) -> str:

@@ -63,5 +63,6 @@ def histogram(source: Any, selector: Selector, low: int, high: int, *,
                 bucket["href"] = link(number * width, (number + 1) * width)
     if other:
         series.append(other)
-    return {"bucket_seconds": seconds, "bucket": charts.unit_label(seconds), "series": series,
+    return {"bucket_seconds": seconds, "bucket": charts.unit_label(seconds),
+            "bucket_span": charts.span_words(seconds), "series": series,
             "buckets": buckets, "total": sum(totals.values())}
