@@ -65,8 +65,8 @@ def test_user_page_shows_suggested_rbac_and_unused_grants(page: Any, base: str) 
     # From the header's user box, as a person would get there: carol only ever acted through
     # admin's impersonation, and was denied.
     page.goto(base + "/")
-    page.get_by_label("User activity").fill("carol")
-    page.get_by_label("User activity").press("Enter")
+    page.get_by_label("User", exact=True).fill("carol")
+    page.get_by_label("User", exact=True).press("Enter")
     page.wait_for_url("**/ui/users/carol")
     page.get_by_role("heading", name="Least privilege").scroll_into_view_if_needed()
     carol = yaml.safe_load_all(page.locator("#rbac-yaml").inner_text())
