@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -30,6 +31,12 @@ def test_webhook_payload() -> None:
         "tags": ["k8s"], "output_fields": {"ka.user.name": "alice"},
         "link": "http://127.0.0.1:8081/api/v1/events/a-1", "source": "k8s_audit",
     }
+
+
+def test_the_link_quotes_a_hostile_audit_id() -> None:
+    notifier = build(parse_notify("webhook:http://127.0.0.1:1/hook", link_base="http://h:8081/"))
+    hostile = dataclasses.replace(ALERT, audit_id="../../ui/x?y=1#z")
+    assert notifier.link(hostile) == "http://h:8081/api/v1/events/..%2F..%2Fui%2Fx%3Fy%3D1%23z"
 
 
 def test_slack_payload() -> None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from auditsink.consumer import Backoff, Consumer, ConsumerLoop, Progress, deliver
 from auditsink.rules.priority import PRIORITIES, RANK
@@ -131,7 +132,9 @@ class Notifier:
         """Where the events behind the alert can be read."""
         if not self.config.link_base:
             return ""
-        return f"{self.config.link_base.rstrip('/')}/api/v1/events/{alert.audit_id}"
+        # The auditID is the sender's: quoted, so "../x" or "?" cannot point the link elsewhere.
+        return (f"{self.config.link_base.rstrip('/')}/api/v1/events/"
+                f"{quote(alert.audit_id, safe='')}")
 
     def render(self, alert: Alert) -> Any:
         raise NotImplementedError
