@@ -338,6 +338,13 @@ def run(settings: Settings) -> None:
 
     setup_logging(settings.log_format, settings.log_level)
     check_listeners(settings)
+    if not settings.bus and settings.store != "none":
+        from auditsink.receive.receivers import receiver_count
+
+        count = receiver_count(settings.receivers, settings.store)
+        if count > 1:
+            _run_with_receivers(settings, count)
+            return
     service = build(settings)
     options, store = service.options, service.pipeline.store
     where = store.url if store is not None else "nowhere (--store none)"
@@ -380,6 +387,38 @@ def check_listeners(settings: Settings) -> None:
                     if exc.errno == errno.EADDRINUSE else "")
             raise SettingsError(f"{flag} {value}: cannot listen there: {reason.lower()}{hint}",
                                 name) from None
+
+
+def _run_with_receivers(settings: Settings, count: int) -> None:
+    """``serve`` as ``count`` receiver processes and this one, the writer (issue 16;
+    receive/receivers.py). Everything that can refuse the settings runs before the fork."""
+    from auditsink.receive.receivers import bind, serve_writer, start_receivers
+
+    if not settings.store.lower().startswith("sqlite:"):
+        raise SettingsError("--receivers above 1 needs an SQLite store: PostgreSQL replicas "
+                            "each receive on their own (docs/postgres.md)", "receivers")
+    options = _serve_options(settings)
+    pipeline = build_pipeline(settings, store=False)
+    try:
+        listener = bind(options.listen)
+    except OSError as exc:
+        raise ServiceError(f"--listen {options.listen}: {exc.strerror or exc}") from None
+    receivers = start_receivers(count, listener, pipeline, options, url=settings.store,
+                                queue_events=settings.queue_events)
+    listener.close()  # the receivers hold it: the port is free once they are gone
+    try:
+        service = build(settings)
+    except BaseException:
+        receivers.kill()
+        raise
+    store = service.pipeline.store
+    assert store is not None
+    log.info("auditsink listening on %s://%s with %d receiver processes, storing to %s%s",
+             "https" if options.tls else "http", options.listen, count, store.url,
+             f"; read API on http://{options.api_listen}" if service.api_app else "")
+    if not serve_writer(receivers, service.pipeline, service.options, service.api_app,
+                        service.consumers):
+        raise ServiceError("a receiver process exited unexpectedly (see the log above)")
 
 
 # -- the bus: serve --bus publishes, worker stores --------------------------------------------

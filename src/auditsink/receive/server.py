@@ -298,15 +298,10 @@ def _uvicorn_config(app: Any, listen: str, tls: dict[str, Any],
     )
 
 
-def serve(pipeline: Pipeline, options: ServeOptions, api_app: Any = None,
-          consumers: list[Any] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; then finish in-flight requests and drain the store.
-
-    ``consumers`` (the rules, notifiers) each have ``run(stop_event)`` and get a thread.
-    """
-    check_exposure(options)
+def receiver_app(pipeline: Pipeline, options: ServeOptions) -> ReceiverApp:
+    """The ingest app over ``pipeline`` (its store decides readiness and 429s)."""
     store = pipeline.store
-    app = ReceiverApp(
+    return ReceiverApp(
         pipeline, paths=frozenset(options.paths) if options.paths else None,
         max_body=options.max_body, body_timeout=options.body_timeout,
         authenticator=options.authenticator,
@@ -315,6 +310,17 @@ def serve(pipeline: Pipeline, options: ServeOptions, api_app: Any = None,
                else (lambda: True)),
         accepting=store.has_room if store is not None else (lambda: True),
     )
+
+
+def serve(pipeline: Pipeline, options: ServeOptions, api_app: Any = None,
+          consumers: list[Any] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; then finish in-flight requests and drain the store.
+
+    ``consumers`` (the rules, notifiers) each have ``run(stop_event)`` and get a thread.
+    """
+    check_exposure(options)
+    store = pipeline.store
+    app = receiver_app(pipeline, options)
     with_api = api_app is not None and bool(options.api_listen)
     limits = fit_connections(options.limits, 2 if with_api else 1, raise_open_file_limit())
     _Loop.tls_handshake_timeout = limits.tls_handshake_timeout

@@ -24,16 +24,19 @@ T = TypeVar("T")
 class Task:
     """A batch waiting for the writer, and how to tell its submitter it is committed."""
 
-    __slots__ = ("items", "cluster", "bad", "done", "result", "error")
+    __slots__ = ("items", "cluster", "bad", "done", "result", "error", "prepared", "size")
 
     def __init__(self, items: list[Item], cluster: str, done: Callable[[Task], None],
-                 bad: Sequence[BadItem] = ()) -> None:
+                 bad: Sequence[BadItem] = (), prepared: Any = None) -> None:
         self.items = items
         self.cluster = cluster
         self.bad = bad
         self.done = done
         self.result = WriteResult()
         self.error: BaseException | None = None
+        # Rows a receiver process already built (store/sqlite/rows.py), instead of items.
+        self.prepared = prepared
+        self.size = len(prepared.rows) if prepared is not None else len(items)
 
 
 def settle(future: asyncio.Future[WriteResult], task: Task) -> None:
@@ -87,13 +90,22 @@ class GroupCommitWriter:
     def submit(self, items: list[Item], cluster: str = "",
                bad: Sequence[BadItem] = ()) -> asyncio.Future[WriteResult]:
         """Queue a batch (and its undecodable items); the future resolves once committed."""
+        return self._submit(items, cluster, bad, None)
+
+    def submit_prepared(self, prepared: Any) -> asyncio.Future[WriteResult]:
+        """Queue the rows a receiver process built (``serve --receivers``; only stores whose
+        ``_commit_group`` reads ``Task.prepared``: SQLite's)."""
+        return self._submit([], prepared.cluster, (), prepared)
+
+    def _submit(self, items: list[Item], cluster: str, bad: Sequence[BadItem],
+                prepared: Any) -> asyncio.Future[WriteResult]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[WriteResult] = loop.create_future()
 
         def done(task: Task) -> None:
             loop.call_soon_threadsafe(settle, future, task)
 
-        self._enqueue(Task(items, cluster, done, bad))
+        self._enqueue(Task(items, cluster, done, bad, prepared))
         return future
 
     def write(self, items: list[Item], cluster: str = "",
@@ -121,9 +133,9 @@ class GroupCommitWriter:
         with self._cond:
             if self._closing:
                 raise StoreError("store is closing")
-            if self._pending and self._pending + len(task.items) > self.queue_events:
+            if self._pending and self._pending + task.size > self.queue_events:
                 raise Overloaded(retry_after=1)
-            self._pending += len(task.items)
+            self._pending += task.size
             self._queue.append(task)
             self._cond.notify()
 
@@ -179,7 +191,7 @@ class GroupCommitWriter:
                     entry = self._queue.popleft()
                     if isinstance(entry, Task):
                         tasks.append(entry)
-                        count += len(entry.items)
+                        count += entry.size
                     else:
                         jobs.append(entry)
             if tasks:

@@ -5,20 +5,18 @@ Runs only on the writer thread (store/_writer.py), inside its ``BEGIN IMMEDIATE`
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from typing import Any
 
 import zstandard
 
-from auditsink.model import LEVEL_RANK, Item
-from auditsink.selector import bounded
-from auditsink.store._rows import NOBODY, REJECTED_BODY_BYTES, decision_value, row_strings
+from auditsink.store._rows import NOBODY, REJECTED_BODY_BYTES
 from auditsink.store._writer import Task
 from auditsink.store.base import WriteResult
-from auditsink.store.sql.where import STAGE_INDEX
-from auditsink.timeutil import parse_timestamp
+from auditsink.store.sqlite.rows import PreparedBatch, Row, pack_audit_id, row_of
+
+__all__ = ["Interner", "insert", "pack_audit_id"]
 
 INSERT = (
     "INSERT OR IGNORE INTO events (time, audit_id, cluster, stage, level, name, code, decision,"
@@ -26,30 +24,10 @@ INSERT = (
     " subresource, namespace, impersonated_user, uri)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_CANONICAL_UUID = re.compile(
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
 # Past this many distinct (verb, user, ..., uri) tuples the lookup cache starts over, and past
 # this many strings the dictionary cache does: memory stays bounded whatever senders send.
 KEY_CACHE = 100_000
 STRING_CACHE = 200_000
-
-
-def pack_audit_id(audit_id: str) -> bytes | str:
-    """A canonical (lower-case) UUID as its 16 bytes, anything else unchanged.
-
-    auditIDs are usually UUIDs: 16 bytes instead of 36 characters in the row and two indexes
-    saves ~60 bytes per event. Non-canonical IDs stay text, so no two distinct IDs collide.
-
-    >>> pack_audit_id("6f0c2b4e-1d2a-4c3b-9e8f-0a1b2c3d4e5f").hex()
-    '6f0c2b4e1d2a4c3b9e8f0a1b2c3d4e5f'
-    >>> pack_audit_id("my-id")
-    'my-id'
-    >>> pack_audit_id("6f0c2b4e-1d2a-4c3b-9e8f-0a1b2c3d4e 5f")  # fromhex would skip the space
-    '6f0c2b4e-1d2a-4c3b-9e8f-0a1b2c3d4e 5f'
-    """
-    if _CANONICAL_UUID(audit_id):
-        return bytes.fromhex(audit_id.replace("-", ""))
-    return audit_id
 
 
 class Interner:
@@ -119,39 +97,54 @@ def generation(conn: sqlite3.Connection) -> int:
 def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task], level: int,
            blob_events: int) -> int:
     """Compress the group's bodies into blobs, then insert one row per event; sets each
-    task's result and returns how many rows were duplicates."""
+    task's result and returns how many rows were duplicates.
+
+    A task holds decoded items (this process received them) or a :class:`PreparedBatch` a
+    receiver process built; bodies a receiver did not compress are compressed here with the
+    rest of the group.
+    """
     now = time.time()
-    items: list[Item] = []
+    loose: list[tuple[int, bytes]] = []  # (time, bytes) of the bodies compressed here
+    batches: list[tuple[Task, list[Row], list[tuple[int, int, int]] | None]] = []
     for task in tasks:
-        items.extend(task.items)
-        if task.bad:
+        prepared: PreparedBatch | None = task.prepared
+        bad = prepared.bad_items() if prepared is not None else task.bad
+        if bad:
             conn.executemany(
                 "INSERT INTO rejected (time, cluster, error, body) VALUES (?,?,?,?)",
                 [(now, task.cluster, f"item {b.index}: {b.error}",
-                  b.snippet.encode()[:REJECTED_BODY_BYTES]) for b in task.bad])
-    if not items:
-        return 0  # only undecodable items in this group
-    places = _write_blobs(conn, items, level, blob_events)
+                  b.snippet.encode()[:REJECTED_BODY_BYTES]) for b in bad])
+        if prepared is None:
+            rows = [row_of(item.event) for item in task.items]
+            loose.extend(zip([row[0] for row in rows], [item.raw for item in task.items]))
+            batches.append((task, rows, None))
+        elif prepared.blobs:
+            ids = [_insert_blob(conn, max_time, data) for max_time, data in prepared.blobs]
+            batches.append((task, prepared.rows,
+                            [(ids[blob], offset, length)
+                             for blob, offset, length in prepared.places]))
+        else:
+            loose.extend(zip([row[0] for row in prepared.rows], prepared.raws))
+            batches.append((task, prepared.rows, None))
+    places = _write_blobs(conn, loose, level, blob_events)
     duplicates = 0
     position = 0
-    for task in tasks:
+    for task, rows, own_places in batches:
+        if not rows:
+            continue  # only undecodable items in this batch
         cluster = interner.cluster(conn, task.cluster)
-        rows: list[tuple[Any, ...]] = []
-        for item in task.items:
-            event = item.event
-            ref = event.objectRef
-            status = event.responseStatus
-            rows.append(
-                (parse_timestamp(event.stageTimestamp), pack_audit_id(bounded(event.auditID)),
-                 cluster, STAGE_INDEX.get(event.stage, 0), LEVEL_RANK[event.level],
-                 bounded(ref.name) if ref else "", status.code if status is not None else 0,
-                 decision_value(event))
-                + places[position] + interner.row_ids(conn, row_strings(event)))
-            position += 1
+        row_ids = interner.row_ids
+        if own_places is None:
+            own_places = places[position:position + len(rows)]
+            position += len(rows)
+        values = [(when, audit_id, cluster, stage, rank, name, code, decision) + place
+                  + row_ids(conn, strings)
+                  for (when, audit_id, stage, rank, name, code, decision, strings), place
+                  in zip(rows, own_places)]
         before = conn.total_changes
-        conn.executemany(INSERT, rows)
+        conn.executemany(INSERT, values)
         stored = conn.total_changes - before
-        repeated = _duplicate_items(conn, rows, stored) if stored < len(rows) else ()
+        repeated = _duplicate_items(conn, values, stored) if stored < len(rows) else ()
         task.result = WriteResult(stored=stored, duplicates=len(rows) - stored,
                                   duplicate_items=repeated)
         duplicates += len(rows) - stored
@@ -176,25 +169,28 @@ def _duplicate_items(conn: sqlite3.Connection, rows: list[tuple[Any, ...]],
     return tuple(repeated)
 
 
-def _write_blobs(conn: sqlite3.Connection, items: list[Item], level: int,
+def _insert_blob(conn: sqlite3.Connection, max_time: int, data: bytes) -> int:
+    row = conn.execute("INSERT INTO blobs (max_time, data) VALUES (?, ?) RETURNING id",
+                       (max_time, data)).fetchone()
+    return int(row[0])
+
+
+def _write_blobs(conn: sqlite3.Connection, bodies: list[tuple[int, bytes]], level: int,
                  blob_events: int) -> list[tuple[int, int, int]]:
-    """Compress bodies in chunks of ``blob_events``; (blob, offset, length) per item.
+    """Compress bodies in chunks of ``blob_events``; (blob, offset, length) per body.
 
     Chunks keep one event's read cheap (decompress ~100 KB, not a whole group commit) while
     still compressing the repeated keys and values of neighbouring events.
     """
     compressor = zstandard.ZstdCompressor(level=level)
     places: list[tuple[int, int, int]] = []
-    for start in range(0, len(items), blob_events):
-        chunk = items[start:start + blob_events]
-        max_time = max(parse_timestamp(i.event.stageTimestamp) for i in chunk)
-        data = compressor.compress(b"\n".join(i.raw for i in chunk))
-        blob = conn.execute(
-            "INSERT INTO blobs (max_time, data) VALUES (?, ?) RETURNING id", (max_time, data)
-        ).fetchone()[0]
+    for start in range(0, len(bodies), blob_events):
+        chunk = bodies[start:start + blob_events]
+        blob = _insert_blob(conn, max(when for when, _ in chunk),
+                            compressor.compress(b"\n".join(raw for _, raw in chunk)))
         offset = 0
-        for item in chunk:
-            length = len(item.raw)
+        for _, raw in chunk:
+            length = len(raw)
             places.append((blob, offset, length))
             offset += length + 1
     return places

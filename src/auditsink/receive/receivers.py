@@ -1,0 +1,308 @@
+"""``serve --receivers N``: N receiver processes in front of one writer (issue 16).
+
+One process did HTTP, decoding, redaction, the policy, compression, the SQLite commit and the
+rules under one GIL, on one core. Here the serving process binds the webhook's socket and
+forks N receivers before it starts any thread; they share that socket (the kernel hands each
+new connection to one of them) and do everything up to the rows, which they send to the
+serving process over a socket pair each (relay.py). The serving process is the writer: the
+store's group commit, the rules and the other consumers, the read API. A receiver answers 200
+only once the writer says the batch is committed, as one process does.
+
+Lifecycle: SIGTERM or SIGINT to the serving process stops the receivers first (each finishes
+its requests in flight, which the writer still commits), then the writer drains and closes
+the store. A receiver that dies stops the whole tree (exit status 1), so a supervisor
+restarts it; if the serving process is killed, the kernel kills the receivers
+(``PR_SET_PDEATHSIG``) and the port is free again at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from auditsink.asgi import Receive, Scope, Send
+from auditsink.metrics import CONTENT_TYPE
+from auditsink.pipeline import Pipeline
+from auditsink.printer import Printer
+from auditsink.receive.relay import RelayClient, RelayServer, SharedGauge, counters_of
+from auditsink.receive.server import (
+    ServeOptions,
+    _Loop,
+    _retention_loop,
+    _Server,
+    _uvicorn_config,
+    check_exposure,
+    fit_connections,
+    parse_listen,
+    raise_open_file_limit,
+    receiver_app,
+)
+from auditsink.runtime import tune_for_ingest
+from auditsink.store.base import Store, StoreError
+
+log = logging.getLogger("auditsink.serve")
+_PR_SET_PDEATHSIG = 1
+
+
+def bind(listen: str, backlog: int = 2048) -> socket.socket:
+    """The webhook's listening socket, bound here so that a port in use fails at once."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=backlog)
+
+
+@dataclass
+class Receivers:
+    """The forked receiver processes, as the writer sees them."""
+
+    pids: list[int]
+    sockets: list[socket.socket]  # the writer's end of each receiver's socket pair
+    queue: SharedGauge
+    stopping: bool = False
+    failed: bool = False
+    gone: set[int] = field(default_factory=set)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to every receiver still running."""
+        for index, pid in enumerate(self.pids):
+            if index not in self.gone:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def reap(self) -> None:
+        """Wait for every receiver to exit."""
+        for pid in self.pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+    def kill(self) -> None:
+        """Stop them now (the writer could not start)."""
+        self.signal(signal.SIGKILL)
+        self.reap()
+
+
+def start_receivers(count: int, sock: socket.socket, pipeline: Pipeline, options: ServeOptions,
+                    *, url: str, queue_events: int) -> Receivers:
+    """Fork ``count`` receivers serving ``sock`` through ``pipeline`` (no store: its rows go
+    to the writer). Call before this process starts any thread: a thread does not survive a
+    fork, and a lock it held would stay held in the child."""
+    if threading.active_count() > 1:
+        raise RuntimeError("receivers must be forked before any thread starts")
+    queue = SharedGauge()
+    print_lock = multiprocessing.get_context("fork").Lock()
+    parent = os.getpid()
+    pids: list[int] = []
+    ours: list[socket.socket] = []
+    for _ in range(count):
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # the receiver
+            status = 1
+            try:
+                for other in (*ours, mine):
+                    other.close()
+                _die_with(parent)
+                client = RelayClient(theirs, queue, url=url, queue_events=queue_events)
+                status = _run_receiver(sock, pipeline, options, client, print_lock)
+            except BaseException:
+                log.exception("receiver process failed")
+            finally:
+                os._exit(status)
+        theirs.close()
+        pids.append(pid)
+        ours.append(mine)
+    return Receivers(pids, ours, queue)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when the writer dies (Linux), as it would a thread."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+class _LockedPrinter:
+    """The printer of one receiver among several: whole batches, one receiver at a time, so
+    lines written to one stdout never interleave."""
+
+    def __init__(self, printer: Printer, lock: Any) -> None:
+        self.printer = printer
+        self.lock = lock
+
+    def write(self, items: Any, cluster: str = "") -> None:
+        with self.lock:
+            self.printer.write(items, cluster)
+
+
+class _TreeMetrics:
+    """``GET /metrics`` on a receiver answers for the whole process tree (from the writer)."""
+
+    def __init__(self, app: Any, client: RelayClient) -> None:
+        self.app = app
+        self.client = client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["path"] != "/metrics"
+                or scope["method"] not in ("GET", "HEAD")):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body, status = await self.client.scrape(), 200
+        except (StoreError, TimeoutError):
+            body, status = b"the writer process did not answer\n", 503
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", CONTENT_TYPE.encode() if status == 200 else b"text/plain"),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _run_receiver(sock: socket.socket, pipeline: Pipeline, options: ServeOptions,
+                  client: RelayClient, print_lock: Any) -> int:
+    # One connection per accept, then let the other receivers accept the next (libuv's own
+    # switch for pre-forked servers): without it one receiver takes a burst of connections.
+    os.environ["UV_TCP_SINGLE_ACCEPT"] = "1"
+    pipeline.store = cast(Any, client)
+    if pipeline.printer is not None:
+        pipeline.printer = cast(Any, _LockedPrinter(pipeline.printer, print_lock))
+    app = _TreeMetrics(receiver_app(pipeline, options), client)
+    limits = fit_connections(options.limits, 1, raise_open_file_limit())
+    _Loop.tls_handshake_timeout = limits.tls_handshake_timeout
+    server = _Server(_uvicorn_config(app, options.listen, options.tls, limits))
+    if options.authenticator is not None and hasattr(options.authenticator, "reload"):
+        signal.signal(signal.SIGHUP, lambda *_: _reload(options.authenticator))
+    else:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    async def main() -> None:
+        await client.start(lambda: counters_of(pipeline.metrics))
+
+        async def writer_gone() -> None:
+            await client.lost.wait()
+            if not server.should_exit:
+                log.error("the writer process is gone: this receiver stops")
+                server.should_exit = True
+
+        watch = asyncio.create_task(writer_gone())
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            watch.cancel()
+            await client.close()
+
+    tune_for_ingest()
+    with asyncio.Runner(loop_factory=_Loop) as runner:
+        runner.run(main())
+    return 0
+
+
+def _reload(authenticator: Any) -> None:
+    try:
+        authenticator.reload()
+        log.info("reloaded credentials (SIGHUP), pid %d", os.getpid())
+    except Exception as exc:  # keep serving with the old credentials
+        log.error("credential reload failed, keeping the previous ones: %s", exc)
+
+
+# -- the writer -----------------------------------------------------------------------------------
+
+
+def serve_writer(receivers: Receivers, pipeline: Pipeline, options: ServeOptions,
+                 api_app: Any = None, consumers: list[Any] | None = None) -> bool:
+    """Be the writer of ``receivers`` until they have all stopped: commit their batches,
+    run the consumers and the read API; then drain and close the store. Returns False when
+    a receiver died (the caller exits with an error)."""
+    check_exposure(options)
+    store = pipeline.store
+    assert store is not None
+    relay = RelayServer(store, pipeline.metrics, receivers.queue)
+    api_server = None
+    if api_app is not None and options.api_listen:
+        limits = fit_connections(options.limits, 1, raise_open_file_limit())
+        api_server = _Server(_uvicorn_config(api_app, options.api_listen, {}, limits))
+    stop_background = threading.Event()
+    threads = [threading.Thread(target=c.run, args=(stop_background,), daemon=True,
+                                name=f"auditsink-{type(c).__name__.lower()}")
+               for c in consumers or []]
+    if options.retention_seconds:
+        threads.append(threading.Thread(
+            target=_retention_loop, args=(store, options.retention_seconds, stop_background),
+            name="auditsink-retention", daemon=True))
+    for thread in threads:
+        thread.start()
+    tune_for_ingest()
+    try:
+        with asyncio.Runner(loop_factory=_Loop) as runner:
+            runner.run(_write(receivers, relay, api_server))
+    finally:
+        receivers.signal(signal.SIGKILL)  # only those still running: none, unless we failed
+        receivers.reap()
+        stop_background.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        _close(store)
+    return not receivers.failed
+
+
+async def _write(receivers: Receivers, relay: RelayServer, api_server: Any) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        if not receivers.stopping:
+            receivers.stopping = True
+            receivers.signal(signal.SIGTERM)  # each finishes what it has in flight
+
+    def lost(index: int) -> None:
+        receivers.gone.add(index)
+        if not receivers.stopping:
+            log.error("receiver process %d exited unexpectedly: stopping",
+                      receivers.pids[index])
+            receivers.failed = True
+            stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: receivers.signal(signal.SIGHUP))
+    api_task = asyncio.create_task(api_server._serve()) if api_server is not None else None
+    try:
+        await relay.serve(receivers.sockets, lost)
+    finally:
+        if api_task is not None:
+            api_server.should_exit = True
+            await asyncio.gather(api_task, return_exceptions=True)
+
+
+def _close(store: Store) -> None:
+    try:
+        store.close()
+    except Exception:
+        log.exception("closing the store failed")
+
+
+def receiver_count(setting: int, store_url: str, cpus: Callable[[], int | None] = os.cpu_count,
+                   ) -> int:
+    """How many receivers ``--receivers`` means: 0 is one per core for SQLite, else 1.
+
+    >>> receiver_count(0, "sqlite:///a.db", lambda: 2), receiver_count(0, "none", lambda: 2)
+    (2, 1)
+    """
+    if setting:
+        return setting
+    if not store_url.lower().startswith("sqlite:"):
+        return 1
+    return max(1, min(cpus() or 1, 8))

@@ -1,0 +1,190 @@
+"""``serve --receivers N`` (issue 16): receiver processes in front of one writer, as real
+processes on real sockets and a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+from auditsink.cli import main
+from conftest import ServerProcess
+
+LINE = re.compile(r"^\S+Z (\[\w+\] )?\S+ \w+ \S+ \S+ \d+$")
+
+
+def _event(audit_id: str, **extra: Any) -> dict[str, Any]:
+    event = {"level": "Request", "auditID": audit_id, "stage": "ResponseComplete",
+             "requestURI": "/api/v1/namespaces/demo/pods/web", "verb": "create",
+             "user": {"username": "alice", "groups": ["system:authenticated"]},
+             "objectRef": {"resource": "pods", "namespace": "demo", "name": "web",
+                           "apiVersion": "v1"},
+             "responseStatus": {"metadata": {}, "code": 201},
+             "requestObject": {"kind": "Pod", "spec": {"containers": [{"name": "c"}]}},
+             "requestReceivedTimestamp": "2026-11-26T14:19:58.101234Z",
+             "stageTimestamp": "2026-11-26T14:19:58.120481Z"}
+    event.update(extra)
+    return event
+
+
+def _body(events: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {},
+                       "items": events}).encode()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait(condition: Any, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text.decode()) for s in family.samples}
+
+
+@pytest.fixture
+def receivers(server_factory: Any, tmp_path: Path) -> ServerProcess:
+    server: ServerProcess = server_factory("--receivers", "2", "--store",
+                                           f"sqlite:///{tmp_path}/r.db")
+    assert server.proc is not None
+    assert _wait(lambda: len(_children(server.proc.pid)) == 2)  # type: ignore[union-attr]
+    return server
+
+
+def test_every_acknowledged_event_is_stored_once_and_printed_whole(
+        receivers: ServerProcess) -> None:
+    # Batches of 50 are compressed by the receiver, one-event bodies by the writer (with the
+    # rest of their group): both kinds, from 8 senders on new connections each time.
+    sent: list[str] = []
+    failures: list[Any] = []
+    lock = threading.Lock()
+
+    def sender(n: int) -> None:
+        for round_ in range(6):
+            size = 50 if round_ % 2 == 0 else 1
+            ids = [f"r{n}-{round_}-{i}-{uuid.uuid4()}" for i in range(size)]
+            status, answer = receivers.post(_body([_event(i) for i in ids]))
+            with lock:
+                if status == 200 and answer["stored"] == size:
+                    sent.extend(ids)
+                else:
+                    failures.append((status, answer))
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert len(sent) == 8 * (3 * 50 + 3)
+    status, stats = receivers.api_get("/api/v1/stats")
+    assert status == 200 and stats["events"] == len(sent)
+    lines = receivers.stdout_path.read_text().splitlines()
+    assert len(lines) == len(sent)
+    assert all(LINE.match(line) for line in lines), "two receivers' lines interleaved"
+    # A retried batch is a duplicate, whichever receiver takes it.
+    status, answer = receivers.post(_body([_event(i) for i in sent[:50]]))
+    assert status == 200 and answer == {"stored": 0, "duplicates": 50, "rejected": 0}
+    # The exact bytes come back, from blobs the receivers and the writer compressed.
+    for audit_id in (sent[0], sent[50]):
+        status, shown = receivers.api_get(f"/api/v1/events/{audit_id}")
+        assert status == 200, shown
+        found = shown["events"][0]["event"]
+        assert found["auditID"] == audit_id
+        assert found["requestObject"] == {"kind": "Pod",
+                                          "spec": {"containers": [{"name": "c"}]}}
+
+
+def test_metrics_count_every_receivers_requests(receivers: ServerProcess) -> None:
+    for n in range(10):
+        assert receivers.post(_body([_event(f"m{n}"), _event(f"m{n}", stage="RequestReceived")
+                                     ]))[0] == 200
+    for _ in range(4):  # new connections: any receiver may answer the scrape
+        status, text = receivers.request("GET", "/metrics")
+        assert status == 200
+        samples = _samples(text)
+        assert samples[("auditsink_http_requests_total", (("code", "200"),))] == 10
+        assert samples[("auditsink_request_duration_seconds_count", ())] == 10
+        labels = (("cluster", ""), ("level", "Request"), ("stage", "RequestReceived"),
+                  ("verb", "create"))
+        assert samples[("auditsink_events_received_total", labels)] == 10
+        assert samples[("auditsink_store_queue_events", ())] == 0
+        assert samples[("auditsink_store_last_commit_seconds", ())] > 0
+    assert receivers.request("GET", "/readyz")[0] == 200
+
+
+def test_sigterm_stops_the_receivers_then_the_writer(receivers: ServerProcess) -> None:
+    assert receivers.proc is not None
+    children = _children(receivers.proc.pid)
+    assert receivers.post(_body([_event("t1")]))[0] == 200
+    port = receivers.port
+    assert receivers.stop(signal.SIGTERM) == 0
+    assert not any(_alive(pid) for pid in children)
+    assert _port_free(port)
+    assert "Finished server process" in receivers.stderr()
+
+
+def test_the_receivers_die_with_the_writer(receivers: ServerProcess) -> None:
+    assert receivers.proc is not None
+    children = _children(receivers.proc.pid)
+    port = receivers.port
+    receivers.stop(signal.SIGKILL)
+    assert _wait(lambda: not any(_alive(pid) for pid in children)), "orphaned receivers"
+    assert _wait(lambda: _port_free(port)), "the port stays taken after the writer died"
+
+
+def test_a_receiver_that_dies_stops_the_server(receivers: ServerProcess) -> None:
+    assert receivers.proc is not None
+    first, second = _children(receivers.proc.pid)
+    os.kill(first, signal.SIGKILL)
+    assert receivers.proc.wait(timeout=30) == 1
+    assert not _alive(second)
+    assert "exited unexpectedly" in receivers.stderr()
+    receivers.proc = None
+
+
+def test_receivers_need_sqlite(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["serve", "--receivers", "2", "--store",
+                                       "postgresql://nobody@127.0.0.1:1/none"])
+    assert result.exit_code == 2
+    assert "--receivers above 1 needs an SQLite store" in result.output
