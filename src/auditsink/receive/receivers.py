@@ -70,6 +70,9 @@ class Receivers:
     stopping: bool = False
     failed: bool = False
     gone: set[int] = field(default_factory=set)
+    #: processes of their own beside the receivers (the rules): name -> pid
+    helpers: dict[str, int] = field(default_factory=dict)
+    _ready: list[int] = field(default_factory=list)  # a pipe's write end per helper
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to every receiver still running."""
@@ -79,6 +82,64 @@ class Receivers:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
+
+    def fork_helper(self, name: str, run: Callable[[], int]) -> None:
+        """Fork a process of its own that calls ``run()`` once :meth:`helpers_go` is called
+        (after the writer opened the store: never two processes creating the schema at once)
+        and runs until SIGTERM; its exit status is ``run()``'s."""
+        if threading.active_count() > 1:
+            raise RuntimeError("helpers must be forked before any thread starts")
+        parent = os.getpid()
+        wait, go = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                os.close(go)
+                for sock in self.sockets:
+                    sock.close()
+                _die_with(parent)
+                for sig in (signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_IGN)  # the writer says when: SIGTERM
+                if os.read(wait, 1) == b"1":
+                    status = run()
+            except BaseException:
+                log.exception("%s process failed", name)
+            finally:
+                os._exit(status)
+        os.close(wait)
+        self.helpers[name] = pid
+        self._ready.append(go)
+
+    def helpers_go(self, go: bool = True) -> None:
+        """Let the helpers start (or, with ``go=False``, exit at once)."""
+        for fd in self._ready:
+            os.write(fd, b"1" if go else b"0")
+            os.close(fd)
+        self._ready.clear()
+
+    def helper_failed(self) -> str | None:
+        """The name of a helper that exited on its own, if one did."""
+        for name, pid in list(self.helpers.items()):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                del self.helpers[name]
+                return name
+        return None
+
+    def stop_helpers(self) -> None:
+        """SIGTERM the helpers and wait for them (after the receivers stopped)."""
+        for pid in self.helpers.values():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in self.helpers.values():
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.helpers.clear()
 
     def reap(self) -> None:
         """Wait for every receiver to exit."""
@@ -90,8 +151,10 @@ class Receivers:
 
     def kill(self) -> None:
         """Stop them now (the writer could not start)."""
+        self.helpers_go(False)
         self.signal(signal.SIGKILL)
         self.reap()
+        self.stop_helpers()
 
 
 def start_receivers(count: int, sock: socket.socket, pipeline: Pipeline, options: ServeOptions,
@@ -252,6 +315,7 @@ def serve_writer(receivers: Receivers, pipeline: Pipeline, options: ServeOptions
     finally:
         receivers.signal(signal.SIGKILL)  # only those still running: none, unless we failed
         receivers.reap()
+        receivers.stop_helpers()
         stop_background.set()
         for thread in threads:
             thread.join(timeout=10)
@@ -278,10 +342,22 @@ async def _write(receivers: Receivers, relay: RelayServer, api_server: Any) -> N
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGHUP, lambda: receivers.signal(signal.SIGHUP))
+    async def watch_helpers() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            name = receivers.helper_failed()
+            if name is not None and not receivers.stopping:
+                log.error("the %s process exited unexpectedly: stopping", name)
+                receivers.failed = True
+                stop()
+
     api_task = asyncio.create_task(api_server._serve()) if api_server is not None else None
+    watch = asyncio.create_task(watch_helpers())
+    receivers.helpers_go()
     try:
         await relay.serve(receivers.sockets, lost)
     finally:
+        watch.cancel()
         if api_task is not None:
             api_server.should_exit = True
             await asyncio.gather(api_task, return_exceptions=True)
