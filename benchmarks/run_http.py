@@ -100,12 +100,12 @@ TARGETS = {
                lambda port, tmp: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
                                   "--format", "none", "--store", f"sqlite:///{tmp}/bench.db"],
                "auditsink serve: SQLite store (acknowledged after commit), no output"),
-        Target("auditsink-sqlite-1proc",
+        Target("auditsink-sqlite-receivers",
                lambda port, tmp: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
                                   "--format", "none", "--store", f"sqlite:///{tmp}/bench.db",
-                                  "--receivers", "1"],
-               "as auditsink-sqlite in one process (--receivers 1): what the receiver "
-               "processes of issue 16 bring", in_all=False),
+                                  "--receivers", "0"],
+               "as auditsink-sqlite with one receiver process per core and the rules in a "
+               "process of their own (issue 16); run it with --no-pin", in_all=False),
         Target("auditsink-sqlite-norules",
                lambda port, tmp: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
                                   "--format", "none", "--store", f"sqlite:///{tmp}/bench.db",
