@@ -184,3 +184,22 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     for server in started:
         if server.proc is not None:
             server.stop(signal.SIGKILL)
+
+
+def run_rules(store: Any) -> None:
+    """Run the built-in rules over everything the store holds, as serve's detector does."""
+    from auditsink.detect import Detector
+    from auditsink.rules.engine import load_rules
+    from auditsink.rules.stateful import StatefulDetectors
+
+    detector = Detector(store, load_rules(None), stateful=StatefulDetectors())
+    while detector.step():
+        pass
+
+
+def ui_json(ui: Any, url: str) -> tuple[int, Any]:
+    """A UI page's JSON twin from its link (``/ui/x?q`` -> ``/ui/x.json?q``)."""
+    path, _, query = url.partition("?")
+    path = path.removesuffix(".html")
+    answer = ui.respond(path if path.endswith(".json") else path + ".json", query)
+    return answer.status, json.loads(answer.body)

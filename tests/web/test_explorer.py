@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
+from conftest import ui_json as _get
 
 from auditsink.model import decode_body
 from auditsink.selector import FIELDS
@@ -74,12 +75,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteStore]:
 @pytest.fixture(scope="module")
 def ui(store: SQLiteStore) -> WebUI:
     return WebUI(store)
-
-
-def _get(ui: WebUI, url: str) -> tuple[int, Any]:
-    path, _, query = url.partition("?")
-    answer = ui.respond(path if path.endswith(".json") else path + ".json", query)
-    return answer.status, json.loads(answer.body)
 
 
 def test_pages_are_in_time_order_without_gaps_or_repeats(ui: WebUI, store: SQLiteStore) -> None:

@@ -6,18 +6,14 @@ red→yellow in cluster-b, a 403 as mallory and alice's 403 in each."""
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_rules
+from conftest import ui_json as _get
 
-from auditsink.detect import Detector
 from auditsink.model import decode_body
-from auditsink.rules.engine import load_rules
-from auditsink.rules.stateful import StatefulDetectors
 from auditsink.store.sqlite import SQLiteStore
 from auditsink.web import WebUI
 
@@ -35,9 +31,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteStore]:
         items, bad = decode_body(gzip.decompress((DATA / f"{cluster}.log.gz").read_bytes()))
         assert not bad
         filled.write(items, cluster=cluster)
-    detector = Detector(filled, load_rules(None), stateful=StatefulDetectors())
-    while detector.step():
-        pass
+    run_rules(filled)
     yield filled
     filled.close()
 
@@ -45,13 +39,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteStore]:
 @pytest.fixture(scope="module")
 def ui(store: SQLiteStore) -> WebUI:
     return WebUI(store)
-
-
-def _get(ui: WebUI, url: str) -> tuple[int, Any]:
-    """A page's JSON twin from its link (``/ui/x?q`` -> ``/ui/x.json?q``)."""
-    path, _, query = url.partition("?")
-    answer = ui.respond(path.removesuffix(".html") + ".json", query)
-    return answer.status, json.loads(answer.body)
 
 
 def _html(ui: WebUI, url: str) -> str:

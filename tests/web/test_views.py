@@ -10,14 +10,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import run_rules
 
 from auditsink.cli import main
-from auditsink.detect import Detector
 from auditsink.model import decode_body
 from auditsink.priority import RANK
 from auditsink.readlistener import ReadListener
-from auditsink.rules.engine import load_rules
-from auditsink.rules.stateful import StatefulDetectors
 from auditsink.store.base import Selector
 from auditsink.store.sqlite import SQLiteStore
 from auditsink.web import WebUI, charts, urls
@@ -34,9 +32,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Itera
     assert result.exit_code == 0, result.output
     filled = SQLiteStore(url)
     filled.open()
-    detector = Detector(filled, load_rules(None), stateful=StatefulDetectors())
-    while detector.step():
-        pass
+    run_rules(filled)
     yield filled
     filled.close()
 
