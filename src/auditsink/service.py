@@ -405,7 +405,6 @@ def _run_with_receivers(settings: Settings, count: int) -> None:
         raise ServiceError(f"--listen {options.listen}: {exc.strerror or exc}") from None
     receivers = start_receivers(count, listener, pipeline, options, url=settings.store,
                                 queue_events=settings.queue_events)
-    listener.close()  # the receivers hold it: the port is free once they are gone
     if not settings.no_rules:
         # The rules are the heaviest consumer (~10 µs an event): a core of their own, off
         # the writer's GIL; the cursor and the claim are the store's, as for a replica.

@@ -3,6 +3,7 @@ processes on real sockets and a real SQLite file."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -151,6 +152,32 @@ def test_metrics_count_every_receivers_requests(receivers: ServerProcess) -> Non
         assert samples[("auditsink_store_queue_events", ())] == 0
         assert samples[("auditsink_store_last_commit_seconds", ())] > 0
     assert receivers.request("GET", "/readyz")[0] == 200
+
+
+def _held(text: bytes) -> list[float]:
+    samples = _samples(text)
+    return [samples[("auditsink_receiver_connections", (("receiver", str(index)),))]
+            for index in range(2)]
+
+
+def test_connections_are_spread_evenly_over_the_receivers(receivers: ServerProcess) -> None:
+    # kube-apiserver opens its few keep-alive connections at once; on a shared listening
+    # socket one receiver took them all. Handed over by count, each gets its share.
+    connections = [http.client.HTTPConnection("127.0.0.1", receivers.port, timeout=10)
+                   for _ in range(6)]
+    for n, connection in enumerate(connections):
+        connection.request("POST", "/", body=_body([_event(f"c{n}")]),
+                           headers={"content-type": "application/json"})
+        answer = connection.getresponse()
+        assert answer.status == 200, answer.read()
+        answer.read()
+    first = connections[0]
+    first.request("GET", "/metrics")  # on a held connection: the count stays 6
+    assert _held(first.getresponse().read()) == [3, 3]
+    for connection in connections:
+        connection.close()
+    # The receivers count what they close; the scrape's own connection is the one left.
+    assert _wait(lambda: sum(_held(receivers.request("GET", "/metrics")[1])) == 1)
 
 
 def test_sigterm_stops_the_receivers_then_the_writer(receivers: ServerProcess) -> None:

@@ -2,14 +2,16 @@
 
 One process did HTTP, decoding, redaction, the policy, compression, the SQLite commit and the
 rules under one GIL, on one core. Here the serving process binds the webhook's socket and
-forks N receivers before it starts any thread; they share that socket (the kernel hands each
-new connection to one of them) and do everything up to the rows, which they send to the
-serving process over a socket pair each (relay.py). The serving process is the writer: the
-store's group commit, the rules and the other consumers, the read API. A receiver answers 200
-only once the writer says the batch is committed, as one process does.
+forks N receivers before it starts any thread. It accepts the connections and hands each to
+the receiver holding the fewest (handoff.py); the receivers do everything up to the rows,
+which they send to the serving process over a socket pair each (relay.py). The serving
+process is the writer: the store's group commit, the other consumers, the read API; the rules
+have a process of their own. A receiver answers 200 only once the writer says the batch is
+committed, as one process does.
 
-Lifecycle: SIGTERM or SIGINT to the serving process stops the receivers first (each finishes
-its requests in flight, which the writer still commits), then the writer drains and closes
+Lifecycle: SIGTERM or SIGINT to the serving process closes the listening socket and stops the
+receivers (each finishes its requests in flight, which the writer still commits), then the
+writer drains and closes
 the store. A receiver that dies stops the whole tree (exit status 1), so a supervisor
 restarts it; if the serving process is killed, the kernel kills the receivers
 (``PR_SET_PDEATHSIG``) and the port is free again at once.
@@ -26,20 +28,22 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from auditsink.asgi import Receive, Scope, Send
 from auditsink.metrics import CONTENT_TYPE
 from auditsink.pipeline import Pipeline
 from auditsink.printer import Printer
-from auditsink.receive.relay import RelayClient, RelayServer, SharedGauge, counters_of
+from auditsink.receive.handoff import Dispatcher, HandoffServer, channel_pair
+from auditsink.receive.relay import RelayClient, RelayServer, SharedCounts, counters_of
 from auditsink.receive.server import (
     ServeOptions,
     _Loop,
     _retention_loop,
     _Server,
     _uvicorn_config,
+    ListenerLimits,
     check_exposure,
     fit_connections,
     parse_listen,
@@ -66,7 +70,10 @@ class Receivers:
 
     pids: list[int]
     sockets: list[socket.socket]  # the writer's end of each receiver's socket pair
-    queue: SharedGauge
+    queue: SharedCounts
+    listener: socket.socket  # the webhook's: the writer accepts, then hands over
+    channels: list[socket.socket]  # the writer's end of each receiver's handoff channel
+    closed: SharedCounts  # connections each receiver has closed
     stopping: bool = False
     failed: bool = False
     gone: set[int] = field(default_factory=set)
@@ -96,7 +103,7 @@ class Receivers:
             status = 1
             try:
                 os.close(go)
-                for sock in self.sockets:
+                for sock in (*self.sockets, *self.channels, self.listener):
                     sock.close()
                 _die_with(parent)
                 for sig in (signal.SIGINT, signal.SIGHUP):
@@ -159,35 +166,41 @@ class Receivers:
 
 def start_receivers(count: int, sock: socket.socket, pipeline: Pipeline, options: ServeOptions,
                     *, url: str, queue_events: int) -> Receivers:
-    """Fork ``count`` receivers serving ``sock`` through ``pipeline`` (no store: its rows go
-    to the writer). Call before this process starts any thread: a thread does not survive a
-    fork, and a lock it held would stay held in the child."""
+    """Fork ``count`` receivers serving the connections accepted on ``sock`` through
+    ``pipeline`` (no store: its rows go to the writer). Call before this process starts any
+    thread: a thread does not survive a fork, and a lock it held would stay held in the
+    child."""
     if threading.active_count() > 1:
         raise RuntimeError("receivers must be forked before any thread starts")
-    queue = SharedGauge()
+    queue, closed = SharedCounts(), SharedCounts(count)
     print_lock = multiprocessing.get_context("fork").Lock()
     parent = os.getpid()
     pids: list[int] = []
     ours: list[socket.socket] = []
-    for _ in range(count):
+    channels: list[socket.socket] = []
+    for slot in range(count):
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel, their_channel = channel_pair()
         pid = os.fork()
         if pid == 0:  # the receiver
             status = 1
             try:
-                for other in (*ours, mine):
+                for other in (*ours, *channels, mine, channel, sock):
                     other.close()
                 _die_with(parent)
                 client = RelayClient(theirs, queue, url=url, queue_events=queue_events)
-                status = _run_receiver(sock, pipeline, options, client, print_lock)
+                handoff = (their_channel, closed, slot)
+                status = _run_receiver(handoff, count, pipeline, options, client, print_lock)
             except BaseException:
                 log.exception("receiver process failed")
             finally:
                 os._exit(status)
         theirs.close()
+        their_channel.close()
         pids.append(pid)
         ours.append(mine)
-    return Receivers(pids, ours, queue)
+        channels.append(channel)
+    return Receivers(pids, ours, queue, sock, channels, closed)
 
 
 def _die_with(parent: int) -> None:
@@ -235,18 +248,16 @@ class _TreeMetrics:
         await send({"type": "http.response.body", "body": body})
 
 
-def _run_receiver(sock: socket.socket, pipeline: Pipeline, options: ServeOptions,
-                  client: RelayClient, print_lock: Any) -> int:
-    # One connection per accept, then let the other receivers accept the next (libuv's own
-    # switch for pre-forked servers): without it one receiver takes a burst of connections.
-    os.environ["UV_TCP_SINGLE_ACCEPT"] = "1"
+def _run_receiver(handoff: tuple[socket.socket, SharedCounts, int], count: int,
+                  pipeline: Pipeline, options: ServeOptions, client: RelayClient,
+                  print_lock: Any) -> int:
     pipeline.store = cast(Any, client)
     if pipeline.printer is not None:
         pipeline.printer = cast(Any, _LockedPrinter(pipeline.printer, print_lock))
     app = _TreeMetrics(receiver_app(pipeline, options), client)
-    limits = fit_connections(options.limits, 1, raise_open_file_limit())
+    limits = fit_connections(_share_of(options.limits, count), 1, raise_open_file_limit())
     _Loop.tls_handshake_timeout = limits.tls_handshake_timeout
-    server = _Server(_uvicorn_config(app, options.listen, options.tls, limits))
+    server = HandoffServer(_uvicorn_config(app, options.listen, options.tls, limits), *handoff)
     if options.authenticator is not None and hasattr(options.authenticator, "reload"):
         signal.signal(signal.SIGHUP, lambda *_: _reload(options.authenticator))
     else:
@@ -263,7 +274,7 @@ def _run_receiver(sock: socket.socket, pipeline: Pipeline, options: ServeOptions
 
         watch = asyncio.create_task(writer_gone())
         try:
-            await server.serve(sockets=[sock])
+            await server.serve()
         finally:
             watch.cancel()
             await client.close()
@@ -272,6 +283,16 @@ def _run_receiver(sock: socket.socket, pipeline: Pipeline, options: ServeOptions
     with asyncio.Runner(loop_factory=_Loop) as runner:
         runner.run(main())
     return 0
+
+
+def _share_of(limits: ListenerLimits, count: int) -> ListenerLimits:
+    """One receiver's part of ``--max-connections``: the writer hands each new connection to
+    the receiver holding the fewest, so they fill up evenly.
+
+    >>> _share_of(ListenerLimits(max_connections=1000), 3).max_connections
+    334
+    """
+    return replace(limits, max_connections=-(-limits.max_connections // count))
 
 
 def _reload(authenticator: Any) -> None:
@@ -294,6 +315,8 @@ def serve_writer(receivers: Receivers, pipeline: Pipeline, options: ServeOptions
     store = pipeline.store
     assert store is not None
     relay = RelayServer(store, pipeline.metrics, receivers.queue)
+    dispatcher = Dispatcher(receivers.listener, receivers.channels, receivers.closed)
+    pipeline.metrics.register(dispatcher)
     api_server = None
     if api_app is not None and options.api_listen:
         limits = fit_connections(options.limits, 1, raise_open_file_limit())
@@ -311,7 +334,7 @@ def serve_writer(receivers: Receivers, pipeline: Pipeline, options: ServeOptions
     tune_for_ingest()
     try:
         with asyncio.Runner(loop_factory=_Loop) as runner:
-            runner.run(_write(receivers, relay, api_server))
+            runner.run(_write(receivers, relay, dispatcher, api_server))
     finally:
         receivers.signal(signal.SIGKILL)  # only those still running: none, unless we failed
         receivers.reap()
@@ -323,13 +346,19 @@ def serve_writer(receivers: Receivers, pipeline: Pipeline, options: ServeOptions
     return not receivers.failed
 
 
-async def _write(receivers: Receivers, relay: RelayServer, api_server: Any) -> None:
+async def _write(receivers: Receivers, relay: RelayServer, dispatcher: Dispatcher,
+                 api_server: Any) -> None:
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Future[None]] = []
 
     def stop() -> None:
         if not receivers.stopping:
             receivers.stopping = True
-            receivers.signal(signal.SIGTERM)  # each finishes what it has in flight
+            stopping.append(asyncio.ensure_future(stop_receivers()))
+
+    async def stop_receivers() -> None:
+        await dispatcher.stop()  # no new connections, then
+        receivers.signal(signal.SIGTERM)  # each receiver finishes what it has in flight
 
     def lost(index: int) -> None:
         receivers.gone.add(index)
@@ -354,10 +383,12 @@ async def _write(receivers: Receivers, relay: RelayServer, api_server: Any) -> N
     api_task = asyncio.create_task(api_server._serve()) if api_server is not None else None
     watch = asyncio.create_task(watch_helpers())
     receivers.helpers_go()
+    dispatcher.start()
     try:
         await relay.serve(receivers.sockets, lost)
     finally:
         watch.cancel()
+        await dispatcher.stop()
         if api_task is not None:
             api_server.should_exit = True
             await asyncio.gather(api_task, return_exceptions=True)

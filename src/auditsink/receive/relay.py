@@ -15,7 +15,7 @@ Frames, either way: a 4-byte length (kind and payload), a kind byte, a msgpack p
   gauges (queue, store, rules) and answers ``R [id, text]``: one scrape sees the whole
   process tree, whichever receiver took the connection.
 
-The writer's queue depth is published in shared memory (:class:`SharedGauge`), so a receiver
+The writer's queue depth is published in shared memory (:class:`SharedCounts`), so a receiver
 refuses with 429 before reading a body when the writer is full, as one process does.
 """
 
@@ -50,18 +50,23 @@ SCRAPE_TIMEOUT = 5.0
 _NOTHING = WriteResult()
 
 
-class SharedGauge:
-    """One integer in anonymous shared memory, made before the receivers are forked: the
-    writer sets it, every receiver reads it."""
+class SharedCounts:
+    """A few integers in anonymous shared memory, made before the receivers are forked, each
+    written by one process and read by the others: the writer's queue depth (slot 0 of the
+    relay's), the connections each receiver has closed (handoff.py)."""
 
-    def __init__(self) -> None:
-        self._map = mmap.mmap(-1, 8)
+    def __init__(self, slots: int = 1) -> None:
+        self._map = mmap.mmap(-1, 8 * max(1, slots))
 
-    def set(self, value: int) -> None:
-        struct.pack_into("<q", self._map, 0, value)
+    def set(self, value: int, slot: int = 0) -> None:
+        struct.pack_into("<q", self._map, 8 * slot, value)
 
-    def get(self) -> int:
-        value: int = struct.unpack_from("<q", self._map, 0)[0]
+    def add(self, slot: int, value: int = 1) -> None:
+        """Add to ``slot``; only its one writer may call this (it is not atomic)."""
+        self.set(self.get(slot) + value, slot)
+
+    def get(self, slot: int = 0) -> int:
+        value: int = struct.unpack_from("<q", self._map, 8 * slot)[0]
         return value
 
 
@@ -82,7 +87,7 @@ class RelayClient:
     """What a receiver process's pipeline takes for its store: ``submit`` builds the rows,
     sends them to the writer process and resolves once they are committed there."""
 
-    def __init__(self, sock: socket.socket, queue: SharedGauge, *, url: str, queue_events: int,
+    def __init__(self, sock: socket.socket, queue: SharedCounts, *, url: str, queue_events: int,
                  compression_level: int = 3, blob_events: int = 128) -> None:
         self.sock = sock
         self.queue = queue
@@ -187,7 +192,7 @@ class RelayServer:
     """Reads every receiver's socket in the writer process, submits their batches to the
     store's group commit and answers each once committed; adds up the scrapes."""
 
-    def __init__(self, store: Any, metrics: Metrics, queue: SharedGauge) -> None:
+    def __init__(self, store: Any, metrics: Metrics, queue: SharedCounts) -> None:
         self.store = store
         self.metrics = metrics
         self.queue = queue
