@@ -24,6 +24,10 @@ class Detector(Consumer):
     """Evaluates a compiled rule set over every committed event, in commit order."""
 
     name = CURSOR
+    # Commit in the background, at most once a second while behind: under heavy ingest a
+    # synchronous commit waits for SQLite's write lock, and the rules would stop meanwhile
+    # (consumer.py).
+    commit_every = 1.0
 
     def __init__(self, store: Store, ruleset: Any, batch: int = 1000, poll: float = 0.2,
                  on_alerts: Callable[[list[Alert]], None] | None = None,
@@ -65,8 +69,11 @@ class Detector(Consumer):
 
     # The loop's state, under the names the metrics and tests use.
     def step(self) -> int:
-        """Evaluate the next page of events; returns how many were read."""
-        return self.loop.step()
+        """Evaluate the next page of events and commit it (durable on return); returns how
+        many were read."""
+        read = self.loop.step()
+        self.loop.flush()
+        return read
 
     def run(self, stop: threading.Event) -> None:
         """Follow the store until ``stop`` is set, in one replica at a time (consumer.py);
