@@ -248,6 +248,56 @@ class TreeSampler(threading.Thread):
         return sum(self.ticks.values()) / os.sysconf("SC_CLK_TCK")
 
 
+def rules_lag(port: int) -> int | None:
+    """``auditsink_rules_lag_events`` from the server's /metrics; None without it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        if family.name == "auditsink_rules_lag_events":
+            return int(sum(sample.value for sample in family.samples))
+    return None
+
+
+class LagSampler(threading.Thread):
+    """Reads the rules lag every ``interval`` seconds while wrk runs: bounded or growing?"""
+
+    def __init__(self, port: int, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.port, self.interval = port, interval
+        self.samples: list[int] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            lag = rules_lag(self.port)
+            if lag is not None:
+                self.samples.append(lag)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def catch_up(self, limit: float = 30.0) -> float | None:
+        """Seconds until the rules have evaluated everything stored (None: not within
+        ``limit``, or no rules)."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            lag = rules_lag(self.port)
+            if lag is None:
+                return None
+            if lag == 0:
+                return round(time.monotonic() - started, 1)
+            time.sleep(0.2)
+        return None
+
+
 # ---------------------------------------------------------------------------------------------
 # server
 
@@ -381,6 +431,7 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
             warm, _, _ = run_wrk(url, warm_bodies, mode, connections, warmup, driver_cpus)
             warm_requests = warm["requests"] - warm["non2xx"]
         sampler = TreeSampler(proc.pid)
+        lags = LagSampler(port) if target.needs_auditsink else None
         started: dict[str, Any] = {}
 
         def on_start() -> None:
@@ -391,6 +442,8 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
             started["idle"] = core_idle_seconds(server_cpus or "")
             started["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
             sampler.start()
+            if lags is not None:
+                lags.start()
 
         res, driver_cpu, wall = run_wrk(url, main_bodies, mode, connections, duration,
                                         driver_cpus, on_start)
@@ -400,6 +453,10 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
         idle = None if idle_end is None else idle_end - started["idle"]
         sampler.stop()
         server_cpu = sampler.cpu_seconds() - started["cpu"]
+        catch_up = None
+        if lags is not None:
+            lags.stop()
+            catch_up = lags.catch_up() if lags.samples else None
         loadavg = started["loadavg"]
         if proc.poll() is not None:
             raise RuntimeError(f"server died during the run:\n{_tail(log)}")
@@ -447,6 +504,12 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
         "command": re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", " ".join(argv))
         .replace(f"--port {port}", "--port PORT").replace(str(tmp), "TMPDIR"),
     }
+    if lags is not None and lags.samples:
+        # the rules' lag behind the store, sampled each second of the run: its largest, its
+        # last, and how long the rules took to catch up once wrk stopped (None: over 30 s)
+        row["rules_lag_max"] = max(lags.samples)
+        row["rules_lag_end"] = lags.samples[-1]
+        row["rules_catch_up_s"] = catch_up
     if stored is not None:
         expected = (warm_requests + ok) * mode.events_per_body
         row["stored_events"] = stored
@@ -494,6 +557,10 @@ def format_row(r: dict[str, Any]) -> str:
             f"{r['requests_per_s']:>9,.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
             f"{r['peak_rss_mb']:>7.1f} {r['server_cpu_pct']:>6}% {r['driver_cpu_pct']:>6}% "
             f"{r['other_cpu_pct']:>6}% {_pct(r.get('server_core_idle_pct')):>7}")
+    if "rules_lag_max" in r:
+        catch_up = r["rules_catch_up_s"]
+        line += (f"  rules lag max {r['rules_lag_max']:,} end {r['rules_lag_end']:,}, caught up "
+                 + ("after >30 s" if catch_up is None else f"in {catch_up:g} s"))
     if r.get("warning"):
         line += f"  !! {r['warning']}"
     if r.get("non2xx"):
@@ -519,6 +586,10 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
             "other_cpu_pct": round(statistics.median(r["other_cpu_pct"] for r in rs)),
         })
+        if all("rules_lag_max" in r for r in rs):
+            catch_ups = [r["rules_catch_up_s"] for r in rs]
+            out[-1]["rules_lag_max"] = max(r["rules_lag_max"] for r in rs)
+            out[-1]["rules_catch_up_s"] = None if None in catch_ups else max(catch_ups)
     return out
 
 
@@ -531,6 +602,10 @@ def summary_lines(summary: list[dict[str, Any]]) -> list[str]:
                      f"{format(s['events_per_s_max'], ',') + ']':>9} {s['events_per_cpu_s']:>9,} "
                      f"{s['p50_ms']:>8.2f} "
                      f"{s['p99_ms']:>8.2f} {s['peak_rss_mb']:>7.1f} {s['other_cpu_pct']:>6}%")
+        if "rules_lag_max" in s:
+            catch_up = s["rules_catch_up_s"]
+            lines[-1] += (f"  rules lag <= {s['rules_lag_max']:,}, caught up "
+                          + ("after >30 s" if catch_up is None else f"in <= {catch_up:g} s"))
     return lines
 
 
