@@ -200,10 +200,16 @@ class ConsumerLoop:
 
     def flush(self) -> None:
         """Wait for the background commit, then commit what waits (no-op without
-        ``commit_every``): after this, everything processed is durable."""
-        self._settle(wait=True)
-        self._start()
-        self._settle(wait=True)
+        ``commit_every``): after this, everything processed is durable, and the commit
+        thread is gone (the next background commit starts another)."""
+        try:
+            self._settle(wait=True)
+            self._start()
+            self._settle(wait=True)
+        finally:
+            if self._executor is not None and self._running is None:
+                self._executor.shutdown()
+                self._executor = None
 
     def resume(self) -> None:
         """Re-read the durable cursor (another process may have moved it meanwhile)."""
@@ -243,9 +249,6 @@ class ConsumerLoop:
         except Exception:
             log.exception("consumer %r: the last commit failed; what came since it is read "
                           "again at the next start", self.name)
-        if self._executor is not None:
-            self._executor.shutdown()
-            self._executor = None
 
     def lag(self) -> int:
         """Entries in the log not yet committed past."""
