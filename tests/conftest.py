@@ -203,3 +203,25 @@ def ui_json(ui: Any, url: str) -> tuple[int, Any]:
     path = path.removesuffix(".html")
     answer = ui.respond(path if path.endswith(".json") else path + ".json", query)
     return answer.status, json.loads(answer.body)
+
+
+import threading  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test must not leave a non-daemon thread running: the interpreter waits for those at
+    exit, so one stuck thread hangs pytest after its summary (and CI until its time-out, as a
+    restart timer of test_nats once did). ``asyncio_N`` threads are exempt: the default
+    executor of Playwright's event loop, idle, and woken at exit by concurrent.futures."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        left = [t.name for t in threading.enumerate()
+                if t not in before and t.is_alive() and not t.daemon
+                and not t.name.startswith("asyncio_")]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, f"{request.node.nodeid} left non-daemon threads running: {left}"

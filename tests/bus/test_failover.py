@@ -54,6 +54,11 @@ class Load:
         for thread in self.threads:
             thread.join(timeout=60)
 
+    def acked_after(self, moment: float) -> list[int]:
+        """The batches acknowledged after ``moment`` (monotonic)."""
+        with self._lock:
+            return [batch for batch, when in self.acked.items() if when > moment]
+
     def _run(self) -> None:
         while not self.stop.is_set():
             with self._lock:
@@ -116,13 +121,17 @@ def test_leader_and_worker_killed_under_load(tmp_path: Path, nats_cluster: Any,
         killed_at = time.monotonic()
         time.sleep(1.5)
         doomed.stop(signal.SIGKILL)  # its fetched, unacknowledged batches go to worker-2
-        # Electing a new stream leader takes JetStream ~4-6 s (429s meanwhile): keep sending
-        # well past that, so batches are acknowledged by the new leader too.
-        time.sleep(8.0)
+        # Electing a new stream leader takes JetStream ~4-6 s, more on a loaded machine (429s
+        # meanwhile): keep sending until the new leader acknowledges batches too, then a little
+        # longer, so several land after the kill.
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and not load.acked_after(killed_at + 0.5):
+            time.sleep(0.25)
+        time.sleep(2.0)
         load.finish()
 
         acked = sorted(load.acked)
-        after_kill = [b for b, when in load.acked.items() if when > killed_at + 0.5]
+        after_kill = load.acked_after(killed_at + 0.5)
         assert len(acked) > 20, load.answers
         assert after_kill, f"nothing was acknowledged after the leader died: {load.answers}"
 

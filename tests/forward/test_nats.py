@@ -64,7 +64,9 @@ class Nats:
             finally:
                 await nc.close()
 
-        return asyncio.run(go())
+        # Bounded: a call racing the server's stop must not hang its thread (a hung
+        # non-daemon thread keeps pytest from exiting after the summary).
+        return asyncio.run(asyncio.wait_for(go(), timeout=10))
 
     def messages(self, stream: str) -> list[dict[str, Any]]:
         async def read(js: Any) -> list[dict[str, Any]]:
@@ -113,10 +115,14 @@ def test_an_outage_delays_delivery(nats_server: Nats, fixture_store: SQLiteStore
     stop = threading.Event()
     assert forwarder.step(stop) == 500
     nats_server.stop()
-    threading.Timer(0.5, nats_server.start).start()
+    restart = threading.Timer(0.5, nats_server.start)
+    restart.daemon = True
+    restart.start()
     while forwarder.step(stop):
         pass
     forwarder.output.close()
+    restart.join(timeout=15)  # its start() has returned: the teardown's stop() stops that server
+    assert not restart.is_alive(), "nats-server did not come back"
     assert forwarder.stats.failed >= 1 and forwarder.stats.delivered == 974
     assert len(nats_server.messages("X")) == 974
 
