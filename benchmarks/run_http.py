@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from auditsink.detect import CURSOR as RULES_CURSOR
 from benchmarks.generate_data import write_bodies
 
 HERE = Path(__file__).resolve().parent
@@ -346,6 +347,24 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def seed_store(source: Path, db: Path) -> int:
+    """Copy the store ``source`` (bench_query's 10M-event one, say) to ``db``, its rules cursor
+    moved to its end: the run then ingests into a full store instead of the rules evaluating
+    what it held. Returns how many events it holds."""
+    for suffix in ("", "-wal"):
+        if Path(f"{source}{suffix}").exists():
+            shutil.copyfile(f"{source}{suffix}", f"{db}{suffix}")
+    conn = sqlite3.connect(db)
+    try:
+        held, newest = conn.execute("SELECT count(*), coalesce(max(id), 0) FROM events").fetchone()
+        conn.execute("INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name)"
+                     " DO UPDATE SET position = excluded.position", (RULES_CURSOR, newest))
+        conn.commit()
+    finally:
+        conn.close()
+    return int(held)
+
+
 def count_stored(db: Path) -> int | None:
     """Rows in the store's event table, if there is a recognisable one."""
     if not db.exists():
@@ -408,8 +427,10 @@ def run_wrk(url: str, bodies: Path, mode: Mode, connections: int, duration: floa
 
 
 def measure(target: Target, mode: Mode, *, duration: float, warmup: float, connections: int,
-            data_dir: Path, server_cpus: str | None, driver_cpus: str | None) -> dict[str, Any]:
-    """Start ``target``, warm it up, load it with wrk, stop it; return the result row."""
+            data_dir: Path, server_cpus: str | None, driver_cpus: str | None,
+            store_from: Path | None = None) -> dict[str, Any]:
+    """Start ``target`` (on a copy of the store ``store_from``, when given: its row is named
+    ``<target>+full``), warm it up, load it with wrk, stop it; return the result row."""
     main_bodies = ensure_data(data_dir, mode, warm=False)
     warm_bodies = ensure_data(data_dir, mode, warm=True)
     tmp = Path(tempfile.mkdtemp(prefix="auditsink-bench-"))
@@ -417,6 +438,7 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
     url = f"http://127.0.0.1:{port}/?timeout=30s"
     log = tmp / "server.stderr"
     argv = target.argv(port, tmp)
+    held = seed_store(store_from, tmp / "bench.db") if store_from else 0
     if target.needs_auditsink and "--api-listen" in serve_help():
         # the read API listens on a fixed port (8081) by default: give it a free one, so that
         # nothing else on the machine can make the run fail; it stays idle
@@ -462,6 +484,8 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
             raise RuntimeError(f"server died during the run:\n{_tail(log)}")
         stop(proc)
         stored = count_stored(tmp / "bench.db")
+        if stored is not None:
+            stored -= held
         server_log = _tail(log, 5)
     finally:
         stop(proc)
@@ -472,7 +496,7 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
     lat = res["latency_us"]
     errors = res["errors"]
     row: dict[str, Any] = {
-        "target": target.name,
+        "target": target.name + ("+full" if store_from else ""),
         "mode": mode.name,
         "events_per_s": round(ok * mode.events_per_body / seconds),
         "requests_per_s": round(res["requests"] / seconds, 1),
@@ -504,6 +528,9 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
         "command": re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", " ".join(argv))
         .replace(f"--port {port}", "--port PORT").replace(str(tmp), "TMPDIR"),
     }
+    if store_from:
+        row["store_from"] = str(store_from)
+        row["store_held_events"] = held
     if lags is not None and lags.samples:
         # the rules' lag behind the store, sampled each second of the run: its largest, its
         # last, and how long the rules took to catch up once wrk stopped (None: over 30 s)
@@ -543,7 +570,7 @@ def auditsink_serve_ready() -> bool:
     return all(flag in serve_help() for flag in ("--listen", "--format", "--store"))
 
 
-HEADER = (f"{'target':<24} {'mode':<9} {'events/s':>10} {'req/s':>9} {'p50 ms':>8} "
+HEADER = (f"{'target':<32} {'mode':<9} {'events/s':>10} {'req/s':>9} {'p50 ms':>8} "
           f"{'p99 ms':>8} {'RSS MB':>7} {'srv CPU':>7} {'wrk CPU':>7} {'others':>7} "
           f"{'srvidle':>7}")
 
@@ -553,7 +580,7 @@ def _pct(value: int | None) -> str:
 
 
 def format_row(r: dict[str, Any]) -> str:
-    line = (f"{r['target']:<24} {r['mode']:<9} {r['events_per_s']:>10,} "
+    line = (f"{r['target']:<32} {r['mode']:<9} {r['events_per_s']:>10,} "
             f"{r['requests_per_s']:>9,.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
             f"{r['peak_rss_mb']:>7.1f} {r['server_cpu_pct']:>6}% {r['driver_cpu_pct']:>6}% "
             f"{r['other_cpu_pct']:>6}% {_pct(r.get('server_core_idle_pct')):>7}")
@@ -594,10 +621,10 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def summary_lines(summary: list[dict[str, Any]]) -> list[str]:
-    lines = [f"{'target':<24} {'mode':<9} {'events/s':>10} {'[min - max]':>21} {'ev/CPU-s':>9} "
+    lines = [f"{'target':<32} {'mode':<9} {'events/s':>10} {'[min - max]':>21} {'ev/CPU-s':>9} "
              f"{'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7} {'others':>7}"]
     for s in summary:
-        lines.append(f"{s['target']:<24} {s['mode']:<9} {s['events_per_s']:>10,} "
+        lines.append(f"{s['target']:<32} {s['mode']:<9} {s['events_per_s']:>10,} "
                      f"{'[' + format(s['events_per_s_min'], ',') + ' - ':>12}"
                      f"{format(s['events_per_s_max'], ',') + ']':>9} {s['events_per_cpu_s']:>9,} "
                      f"{s['p50_ms']:>8.2f} "
@@ -649,6 +676,17 @@ def source_version() -> str:
     return (head or "?") + ("+dirty" if dirty.strip() else "")
 
 
+def cases(targets: list[Target], store_from: Path | None,
+          ) -> list[tuple[Target, Path | None]]:
+    """Each target, and with ``store_from`` each SQLite target once more on a copy of it."""
+    out: list[tuple[Target, Path | None]] = []
+    for target in targets:
+        out.append((target, None))
+        if store_from and "bench.db" in " ".join(target.argv(0, Path("TMP"))):
+            out.append((target, store_from))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run_http",
                                      description=__doc__.split("\n")[0])
@@ -671,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every (mode, target) this often, interleaved; medians shown")
     parser.add_argument("--no-save", action="store_true", help="do not append to latest.json")
+    parser.add_argument("--store-from", type=Path, metavar="DB",
+                        help="measure each SQLite target twice, into an empty store and into a "
+                             "copy of DB (a store file, e.g. bench_query's 10M-event one; "
+                             "row <target>+full)")
     args = parser.parse_args(argv)
     if args.duration > MAX_DURATION or args.warmup > MAX_DURATION:
         parser.error(f"--duration and --warmup are bounded to {MAX_DURATION:g} s")
@@ -685,6 +727,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         targets = [TARGETS[t] for t in (args.target or ["baseline"])]
         modes = [MODES[m] for m in (args.mode or ["batch"])]
+    if args.store_from and not args.store_from.exists():
+        parser.error(f"--store-from {args.store_from}: no such store file (build one with "
+                     "python -m benchmarks.bench_query --events 10000000)")
     if any(t.needs_auditsink for t in targets) and not auditsink_serve_ready():
         print(f"skipping auditsink targets: {AUDITSINK} serve lacks --listen/--format/--store",
               file=sys.stderr)
@@ -699,13 +744,14 @@ def main(argv: list[str] | None = None) -> int:
     # spreads over every target instead of hitting one
     for _ in range(args.repeat):
         for mode in modes:
-            for target in targets:
+            for target, store_from in cases(targets, args.store_from):
                 try:
                     row = measure(target, mode, duration=args.duration, warmup=args.warmup,
                                   connections=args.connections, data_dir=args.data_dir,
-                                  server_cpus=server_cpus, driver_cpus=driver_cpus)
+                                  server_cpus=server_cpus, driver_cpus=driver_cpus,
+                                  store_from=store_from)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    print(f"{target.name:<24} {mode.name:<9} FAILED: {exc}", flush=True)
+                    print(f"{target.name:<32} {mode.name:<9} FAILED: {exc}", flush=True)
                     continue
                 row["auditsink_source"] = source_version()
                 rows.append(row)
