@@ -394,17 +394,21 @@ def _run_with_receivers(settings: Settings, count: int) -> None:
     receive/receivers.py). Everything that can refuse the settings runs before the fork."""
     from auditsink.receive.receivers import bind, serve_writer, start_receivers
 
-    if not settings.store.lower().startswith("sqlite:"):
-        raise SettingsError("--receivers above 1 needs an SQLite store: PostgreSQL replicas "
-                            "each receive on their own (docs/postgres.md)", "receivers")
+    scheme = settings.store.split(":", 1)[0].lower()
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        raise SettingsError(f"--receivers above 1 needs an SQLite or PostgreSQL store, not "
+                            f"{scheme!r}", "receivers")
     options = _serve_options(settings)
     pipeline = build_pipeline(settings, store=False)
     try:
         listener = bind(options.listen)
     except OSError as exc:
         raise ServiceError(f"--listen {options.listen}: {exc.strerror or exc}") from None
+    # SQLite has one writer: the receivers hand it their rows. PostgreSQL takes many: each
+    # receiver COPYs into it over a connection of its own, as replicas do (docs/postgres.md).
+    own_store = None if scheme == "sqlite" else (lambda: open_store_from(settings))
     receivers = start_receivers(count, listener, pipeline, options, url=settings.store,
-                                queue_events=settings.queue_events)
+                                queue_events=settings.queue_events, own_store=own_store)
     if not settings.no_rules:
         # The rules are the heaviest consumer (~10 µs an event): a core of their own, off
         # the writer's GIL; the cursor and the claim are the store's, as for a replica.

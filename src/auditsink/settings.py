@@ -134,8 +134,8 @@ class Settings:
         16_000, "Events waiting for the store before the receiver answers 429 (bounds memory).",
         SERVE)
     receivers: int = _setting(
-        1, "Processes that receive, decode, redact and compress, handing rows to one writer "
-        "process (SQLite only; 0: one per CPU core with SQLite, else 1).", SERVE,
+        1, "Processes that receive, decode, redact and compress: SQLite's hand rows to one "
+        "writer process, PostgreSQL's each commit their own (0: one per CPU core).", SERVE,
         minimum=0, maximum=64)
     retention: str | None = _setting(
         None, "Delete events older than this, e.g. 30d (default: keep everything).", SERVE)

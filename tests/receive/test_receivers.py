@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from auditsink.cli import main
 from conftest import ServerProcess
 
 LINE = re.compile(r"^\S+Z (\[\w+\] )?\S+ \w+ \S+ \S+ \d+$")
@@ -208,13 +206,6 @@ def test_a_receiver_that_dies_stops_the_server(receivers: ServerProcess) -> None
     assert not any(_alive(pid) for pid in others)
     assert "exited unexpectedly" in receivers.stderr()
     receivers.proc = None
-
-
-def test_receivers_need_sqlite(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["serve", "--receivers", "2", "--store",
-                                       "postgresql://nobody@127.0.0.1:1/none"])
-    assert result.exit_code == 2
-    assert "--receivers above 1 needs an SQLite store" in result.output
 
 
 def test_the_rules_run_in_a_process_of_their_own(receivers: ServerProcess,

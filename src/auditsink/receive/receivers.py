@@ -165,11 +165,14 @@ class Receivers:
 
 
 def start_receivers(count: int, sock: socket.socket, pipeline: Pipeline, options: ServeOptions,
-                    *, url: str, queue_events: int) -> Receivers:
+                    *, url: str, queue_events: int,
+                    own_store: Callable[[], Store] | None = None) -> Receivers:
     """Fork ``count`` receivers serving the connections accepted on ``sock`` through
-    ``pipeline`` (no store: its rows go to the writer). Call before this process starts any
-    thread: a thread does not survive a fork, and a lock it held would stay held in the
-    child."""
+    ``pipeline`` (no store: its rows go to the writer). With ``own_store`` (PostgreSQL, which
+    takes many writers) each receiver commits to a store of its own instead, opened once
+    :meth:`Receivers.helpers_go` says the writer has created the schema. Call before this
+    process starts any thread: a thread does not survive a fork, and a lock it held would
+    stay held in the child."""
     if threading.active_count() > 1:
         raise RuntimeError("receivers must be forked before any thread starts")
     queue, closed = SharedCounts(), SharedCounts(count)
@@ -178,29 +181,43 @@ def start_receivers(count: int, sock: socket.socket, pipeline: Pipeline, options
     pids: list[int] = []
     ours: list[socket.socket] = []
     channels: list[socket.socket] = []
+    ready: list[int] = []  # with own_store: a pipe's write end per receiver
     for slot in range(count):
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel, their_channel = channel_pair()
+        wait, go = os.pipe() if own_store is not None else (-1, -1)
         pid = os.fork()
         if pid == 0:  # the receiver
             status = 1
             try:
                 for other in (*ours, *channels, mine, channel, sock):
                     other.close()
+                for fd in (*ready, go):
+                    if fd >= 0:
+                        os.close(fd)
                 _die_with(parent)
                 client = RelayClient(theirs, queue, url=url, queue_events=queue_events)
                 handoff = (their_channel, closed, slot)
-                status = _run_receiver(handoff, count, pipeline, options, client, print_lock)
+                store = None
+                if own_store is not None:
+                    if os.read(wait, 1) != b"1":
+                        os._exit(0)  # the writer could not start
+                    store = own_store()
+                status = _run_receiver(handoff, count, pipeline, options, client, print_lock,
+                                       store)
             except BaseException:
                 log.exception("receiver process failed")
             finally:
                 os._exit(status)
         theirs.close()
         their_channel.close()
+        if own_store is not None:
+            os.close(wait)
+            ready.append(go)
         pids.append(pid)
         ours.append(mine)
         channels.append(channel)
-    return Receivers(pids, ours, queue, sock, channels, closed)
+    return Receivers(pids, ours, queue, sock, channels, closed, _ready=ready)
 
 
 def _die_with(parent: int) -> None:
@@ -250,8 +267,10 @@ class _TreeMetrics:
 
 def _run_receiver(handoff: tuple[socket.socket, SharedCounts, int], count: int,
                   pipeline: Pipeline, options: ServeOptions, client: RelayClient,
-                  print_lock: Any) -> int:
-    pipeline.store = cast(Any, client)
+                  print_lock: Any, store: Store | None = None) -> int:
+    """Serve the connections handed over until SIGTERM: through the writer (``client``), or
+    committing to ``store`` of its own, drained and closed after the last request."""
+    pipeline.store = cast(Any, client) if store is None else store
     if pipeline.printer is not None:
         pipeline.printer = cast(Any, _LockedPrinter(pipeline.printer, print_lock))
     app = _TreeMetrics(receiver_app(pipeline, options), client)
@@ -280,8 +299,12 @@ def _run_receiver(handoff: tuple[socket.socket, SharedCounts, int], count: int,
             await client.close()
 
     tune_for_ingest()
-    with asyncio.Runner(loop_factory=_Loop) as runner:
-        runner.run(main())
+    try:
+        with asyncio.Runner(loop_factory=_Loop) as runner:
+            runner.run(main())
+    finally:
+        if store is not None:
+            _close(store)
     return 0
 
 
@@ -403,13 +426,14 @@ def _close(store: Store) -> None:
 
 def receiver_count(setting: int, store_url: str, cpus: Callable[[], int | None] = os.cpu_count,
                    ) -> int:
-    """How many receivers ``--receivers`` means: 0 is one per core for SQLite, else 1.
+    """How many receivers ``--receivers`` means: 0 is one per core for SQLite and
+    PostgreSQL, else 1.
 
     >>> receiver_count(0, "sqlite:///a.db", lambda: 2), receiver_count(0, "none", lambda: 2)
     (2, 1)
     """
     if setting:
         return setting
-    if not store_url.lower().startswith("sqlite:"):
+    if not store_url.lower().startswith(("sqlite:", "postgres:", "postgresql:")):
         return 1
     return max(1, min(cpus() or 1, 8))
