@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from auditsink.detect import CURSOR as RULES_CURSOR
 from benchmarks.generate_data import write_bodies
@@ -70,49 +71,65 @@ MODES = {
 
 @dataclass(frozen=True)
 class Target:
-    """A server to measure: ``argv(port, tmpdir)`` starts it; its stdout goes to /dev/null."""
+    """A server to measure: ``argv(port, store_url)`` starts it; its stdout goes to /dev/null.
+    ``store`` says what ``store_url`` is: a fresh SQLite file, a fresh PostgreSQL database
+    (``--postgres``), or nothing."""
 
     name: str
-    argv: Callable[[int, Path], list[str]]
+    argv: Callable[[int, str], list[str]]
     description: str
     needs_auditsink: bool = True
     in_all: bool = True  # part of --all
     deduplicates: bool = True  # re-sent bodies would be skipped: they must stay fresh
+    store: str = "none"  # "sqlite", "postgres" or "none"
 
 
 TARGETS = {
     t.name: t
     for t in (
         Target("baseline",
-               lambda port, tmp: [PYTHON, "-m", "benchmarks.baseline_seed_server",
-                                  "--port", str(port)],
+               lambda port, store: [PYTHON, "-m", "benchmarks.baseline_seed_server",
+                                    "--port", str(port)],
                "the seed article's Go server, ported literally (print every body, json.loads)",
                needs_auditsink=False),
         Target("blackhole",
-               lambda port, tmp: [PYTHON, "-m", "benchmarks.blackhole_server",
-                                  "--port", str(port)],
+               lambda port, store: [PYTHON, "-m", "benchmarks.blackhole_server",
+                                    "--port", str(port)],
                "reads each body and answers 200 (uvloop): the harness's ceiling, not a backend",
                needs_auditsink=False, deduplicates=False),
         Target("auditsink-json",
-               lambda port, tmp: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
-                                  "--format", "json", "--store", "none"],
+               lambda port, store: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
+                                    "--format", "json", "--store", "none"],
                "auditsink serve: one JSON line per event to stdout, no store"),
         Target("auditsink-sqlite",
-               lambda port, tmp: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
-                                  "--format", "none", "--store", f"sqlite:///{tmp}/bench.db"],
-               "auditsink serve: SQLite store (acknowledged after commit), no output"),
+               lambda port, store: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
+                                    "--format", "none", "--store", store],
+               "auditsink serve: SQLite store (acknowledged after commit), no output",
+               store="sqlite"),
         Target("auditsink-sqlite-receivers",
-               lambda port, tmp: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
-                                  "--format", "none", "--store", f"sqlite:///{tmp}/bench.db",
-                                  "--receivers", "0"],
+               lambda port, store: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
+                                    "--format", "none", "--store", store,
+                                    "--receivers", "0"],
                "as auditsink-sqlite with one receiver process per core and the rules in a "
-               "process of their own (issue 16); run it with --no-pin", in_all=False),
+               "process of their own (issue 16); run it with --no-pin", in_all=False,
+               store="sqlite"),
         Target("auditsink-sqlite-norules",
-               lambda port, tmp: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
-                                  "--format", "none", "--store", f"sqlite:///{tmp}/bench.db",
-                                  "--no-rules"],
+               lambda port, store: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
+                                    "--format", "none", "--store", store,
+                                    "--no-rules"],
                "as auditsink-sqlite without detection rules: what the rules cost",
-               in_all=False),
+               in_all=False, store="sqlite"),
+        Target("auditsink-postgres",
+               lambda port, store: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
+                                    "--format", "none", "--store", store],
+               "auditsink serve: PostgreSQL store (--postgres URL: a fresh database each run)",
+               in_all=False, store="postgres"),
+        Target("auditsink-postgres-receivers",
+               lambda port, store: [AUDITSINK, "serve", "--listen", f"127.0.0.1:{port}",
+                                    "--format", "none", "--store", store, "--receivers", "0"],
+               "as auditsink-postgres with one receiver process per core, each committing "
+               "over its own connection (issue 16); run it with --no-pin",
+               in_all=False, store="postgres"),
     )
 }
 
@@ -365,6 +382,32 @@ def seed_store(source: Path, db: Path) -> int:
     return int(held)
 
 
+def fresh_database(server: str) -> tuple[str, Callable[[], None]]:
+    """A new, empty database on the PostgreSQL server at ``server``, and how to drop it."""
+    import psycopg
+
+    name = f"auditsink_bench_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(server)
+    url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+    def drop() -> None:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    return url, drop
+
+
+def count_stored_postgres(url: str) -> int | None:
+    """Rows in a PostgreSQL store's event table."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM events").fetchone()
+    return None if row is None else int(row[0])
+
+
 def count_stored(db: Path) -> int | None:
     """Rows in the store's event table, if there is a recognisable one."""
     if not db.exists():
@@ -428,7 +471,7 @@ def run_wrk(url: str, bodies: Path, mode: Mode, connections: int, duration: floa
 
 def measure(target: Target, mode: Mode, *, duration: float, warmup: float, connections: int,
             data_dir: Path, server_cpus: str | None, driver_cpus: str | None,
-            store_from: Path | None = None) -> dict[str, Any]:
+            store_from: Path | None = None, postgres: str | None = None) -> dict[str, Any]:
     """Start ``target`` (on a copy of the store ``store_from``, when given: its row is named
     ``<target>+full``), warm it up, load it with wrk, stop it; return the result row."""
     main_bodies = ensure_data(data_dir, mode, warm=False)
@@ -437,7 +480,14 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
     port = free_port()
     url = f"http://127.0.0.1:{port}/?timeout=30s"
     log = tmp / "server.stderr"
-    argv = target.argv(port, tmp)
+    store_url, drop = "none", None
+    if target.store == "sqlite":
+        store_url = f"sqlite:///{tmp}/bench.db"
+    elif target.store == "postgres":
+        if not postgres:
+            raise RuntimeError("needs --postgres URL (or AUDITSINK_TEST_POSTGRES)")
+        store_url, drop = fresh_database(postgres)
+    argv = target.argv(port, store_url)
     held = seed_store(store_from, tmp / "bench.db") if store_from else 0
     if target.needs_auditsink and "--api-listen" in serve_help():
         # the read API listens on a fixed port (8081) by default: give it a free one, so that
@@ -483,13 +533,16 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
         if proc.poll() is not None:
             raise RuntimeError(f"server died during the run:\n{_tail(log)}")
         stop(proc)
-        stored = count_stored(tmp / "bench.db")
+        stored = (count_stored_postgres(store_url) if target.store == "postgres"
+                  else count_stored(tmp / "bench.db"))
         if stored is not None:
             stored -= held
         server_log = _tail(log, 5)
     finally:
         stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+        if drop is not None:
+            drop()
 
     seconds = res["duration_us"] / 1e6
     ok = res["requests"] - res["non2xx"]
@@ -526,7 +579,8 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
         "pinning": f"server cpu {server_cpus}, wrk cpu {driver_cpus}" if server_cpus else "none",
         "loadavg_before": loadavg,
         "command": re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", " ".join(argv))
-        .replace(f"--port {port}", "--port PORT").replace(str(tmp), "TMPDIR"),
+        .replace(f"--port {port}", "--port PORT").replace(str(tmp), "TMPDIR")
+        .replace(store_url, "POSTGRES_URL" if target.store == "postgres" else store_url),
     }
     if store_from:
         row["store_from"] = str(store_from)
@@ -682,7 +736,7 @@ def cases(targets: list[Target], store_from: Path | None,
     out: list[tuple[Target, Path | None]] = []
     for target in targets:
         out.append((target, None))
-        if store_from and "bench.db" in " ".join(target.argv(0, Path("TMP"))):
+        if store_from and target.store == "sqlite":
             out.append((target, store_from))
     return out
 
@@ -709,6 +763,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every (mode, target) this often, interleaved; medians shown")
     parser.add_argument("--no-save", action="store_true", help="do not append to latest.json")
+    parser.add_argument("--postgres", metavar="URL",
+                        default=os.environ.get("AUDITSINK_TEST_POSTGRES"),
+                        help="PostgreSQL server for the *-postgres targets (a fresh database "
+                             "each run; default $AUDITSINK_TEST_POSTGRES)")
     parser.add_argument("--store-from", type=Path, metavar="DB",
                         help="measure each SQLite target twice, into an empty store and into a "
                              "copy of DB (a store file, e.g. bench_query's 10M-event one; "
@@ -749,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
                     row = measure(target, mode, duration=args.duration, warmup=args.warmup,
                                   connections=args.connections, data_dir=args.data_dir,
                                   server_cpus=server_cpus, driver_cpus=driver_cpus,
-                                  store_from=store_from)
+                                  store_from=store_from, postgres=args.postgres)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     print(f"{target.name:<32} {mode.name:<9} FAILED: {exc}", flush=True)
                     continue
