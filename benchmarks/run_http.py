@@ -578,9 +578,9 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
         "warmup_s": warmup,
         "pinning": f"server cpu {server_cpus}, wrk cpu {driver_cpus}" if server_cpus else "none",
         "loadavg_before": loadavg,
-        "command": re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", " ".join(argv))
-        .replace(f"--port {port}", "--port PORT").replace(str(tmp), "TMPDIR")
-        .replace(store_url, "POSTGRES_URL" if target.store == "postgres" else store_url),
+        "command": re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", " ".join(argv).replace(
+            store_url, "POSTGRES_URL" if target.store == "postgres" else store_url))
+        .replace(f"--port {port}", "--port PORT").replace(str(tmp), "TMPDIR"),
     }
     if store_from:
         row["store_from"] = str(store_from)
