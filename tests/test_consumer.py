@@ -247,3 +247,37 @@ def test_resume_waits_for_the_running_commit(store: SQLiteStore) -> None:
         pass
     loop.flush()
     assert store.get_cursor("test") == EVENTS and _alerted(store) == list(range(1, EVENTS + 1))
+
+
+class AlertsOn(OneAlertEach):
+    """Raises an alert only for the events in ``alerting``."""
+
+    alerting: set[int] = set()
+
+    def process(self, entries: Sequence[StoredEvent], stop: threading.Event) -> Progress:
+        self.processed += [e.id for e in entries]
+        return Progress(entries[-1].id, [_alert(e.id) for e in entries if e.id in self.alerting])
+
+
+def test_caught_up_a_cursor_waits_for_commit_every_but_alerts_do_not(
+        store: SQLiteStore, fixtures_dir: Path) -> None:
+    # In blocking mode the rules catch up at every page: committing the cursor each time
+    # took SQLite's write lock from ingest several times a second.
+    more, _ = decode_body((fixtures_dir / "audit.log").read_bytes())
+    gated = Gated(store)
+    gated.release.set()
+    consumer = AlertsOn(gated, commit_every=3600)
+    loop = ConsumerLoop(gated, consumer)  # type: ignore[arg-type]
+    while loop.step():
+        pass
+    loop._settle(wait=True)
+    assert gated.commits == [BATCH], "only the first page's (no commit had run yet)"
+    store.write(more[EVENTS:EVENTS + 1])  # a trickle: a partial page, caught up, no alert
+    assert loop.step() == 1 and loop.step() == 0
+    assert gated.commits == [BATCH]
+    consumer.alerting = {EVENTS + 2}
+    store.write(more[EVENTS + 1:EVENTS + 2])  # caught up with an alert: committed at once
+    assert loop.step() == 1
+    loop._settle(wait=True)
+    assert gated.commits == [BATCH, EVENTS + 2]
+    assert _alerted(store) == [EVENTS + 2] and store.get_cursor("test") == EVENTS + 2

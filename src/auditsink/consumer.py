@@ -152,7 +152,10 @@ class ConsumerLoop:
     def _offer(self, progress: Progress | None, caught_up: bool) -> None:
         """Add a page's progress to what waits, and start a commit of it in the background
         when none runs and it is time: ``commit_every`` seconds since the last one started,
-        ``commit_alerts`` waiting, or the log caught up."""
+        ``commit_alerts`` waiting, or the log caught up with alerts (or dead letters) waiting.
+        A cursor alone waits for ``commit_every`` even when caught up: a consumer following a
+        steady trickle of events (blocking mode) catches up at every page, and a commit each
+        time took SQLite's write lock from ingest several times a second."""
         if progress is not None:
             self._pending = _merged(self._pending, progress)
         self._settle(wait=False)
@@ -162,8 +165,9 @@ class ConsumerLoop:
         full = len(pending.alerts) >= self.consumer.commit_alerts
         if full:
             self._settle(wait=True)  # backpressure: no more pages until that commit is done
+        news = bool(pending.alerts or pending.dead_letters)
         if self._running is None and (
-                caught_up or full
+                (caught_up and news) or full
                 or time.monotonic() - self._started >= self.consumer.commit_every):
             self._start()
 
