@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import http.client
-import re
 import socket
 import ssl
 import statistics
@@ -149,9 +148,10 @@ def test_long_passwords_are_401_not_500(basic_server: Any) -> None:
         for user in ("kube-apiserver", "nobody"):
             status, _ = _post_from(basic_server.port, "127.0.0.1", _basic(user, password))
             assert status == 401
+    # Every answer was a 401 (above); and nothing failed inside the server meanwhile. (Not a
+    # search for "500" in the log: client ports and timestamps' milliseconds contain it.)
     log = basic_server.stderr()
-    # a status 500, not the digits inside a client port such as 127.0.0.1:50051
-    assert "Traceback" not in log and not re.search(r"\b500\b", log)
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
     assert _post_from(basic_server.port, "127.0.0.1",
                       _basic("kube-apiserver", "the-real-password"))[0] == 200
 
