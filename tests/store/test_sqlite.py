@@ -187,7 +187,8 @@ def test_schema_2_files_are_upgraded_in_place(tmp_path: Path) -> None:
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     conn.close()
     assert "events_object_time" in indexes and "events_object_log" not in indexes
-    assert version == "3"
+    assert "events_audit_id" not in indexes  # schema 4: audit_ids instead
+    assert version == "4"
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from auditsink.store._writer import GroupCommitWriter, Task
 from auditsink.store.base import StoreError
 from auditsink.store.sql.dialect import SQLITE
 from auditsink.store.sql.reads import SQLReads
-from auditsink.store.sqlite import upgrade
+from auditsink.store.sqlite import audit_ids, upgrade
 from auditsink.store.sqlite.checkpoint import Checkpointer
 from auditsink.store.sqlite.consumers import SQLiteConsumers
 from auditsink.store.sqlite.writer import Interner, insert, pack_audit_id
@@ -92,6 +92,7 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
         self._claims: dict[str, Any] = {}
         self.checkpoint_interval = checkpoint_interval
         self._swept_at = float("-inf")
+        self._audit_runs = 0  # runs of audit_ids known to be indexed (audit_ids.py)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -116,7 +117,13 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
             raise StoreError(f"store {self.url!r}: cannot open {self.path}: {exc}") from None
         self._conn = conn
         self._interner = Interner(conn)
+        if start_writer or (found is not None and found < "4"):  # just upgraded: now
+            try:
+                audit_ids.catch_up(conn, self.path)
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {self.url!r}: cannot index {self.path}: {exc}") from None
         if start_writer:
+            self._audit_runs = audit_ids.indexed_runs(conn)
             # No commit waits for a checkpoint: the writer never checkpoints on its own, a
             # background thread copies the WAL back instead (see Checkpointer).
             conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -179,6 +186,19 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
             return
         self.commits += 1
         self.last_commit_seconds = time.perf_counter() - started
+        self._index_audit_ids(conn)
+
+    def _index_audit_ids(self, conn: sqlite3.Connection) -> None:
+        """Once the log holds a whole run past the indexed ones, index it (audit_ids.py):
+        after the commit, so that no acknowledgement waits for it."""
+        top = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+        if top < (self._audit_runs + 1) * audit_ids.RUN:
+            return
+        try:
+            audit_ids.index_runs(conn, most=None)  # one, unless a group was bigger than a run
+            self._audit_runs = audit_ids.indexed_runs(conn)
+        except sqlite3.Error as exc:  # the next commit tries again; lookups scan meanwhile
+            log.warning("indexing auditIDs failed, retried after the next commit: %s", exc)
 
     # -- retention -------------------------------------------------------------------------
 
@@ -197,6 +217,8 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
                 if cur.rowcount < chunk:
                     # Every event of these blobs is older than the cutoff: all gone.
                     conn.execute("DELETE FROM blobs WHERE max_time < ?", (older_than,))
+                    audit_ids.forget_before(conn)
+                    self._audit_runs = audit_ids.indexed_runs(conn)
                 return int(cur.rowcount)
 
         deleted = 0
@@ -264,6 +286,9 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
 
     def _audit_id(self, value: str) -> object:
         return pack_audit_id(value)
+
+    def _audit_id_condition(self, values: list[object], params: list[object]) -> str:
+        return audit_ids.condition(values, params)
 
     def size_bytes(self) -> int:
         """The database file plus its WAL, in bytes."""

@@ -1,4 +1,4 @@
--- auditsink SQLite schema, version 3 (store/sqlite/upgrade.py brings older files up to it).
+-- auditsink SQLite schema, version 4 (store/sqlite/upgrade.py brings older files up to it).
 -- Bodies are compressed per commit group (one zstd frame per "blob"), which compresses far
 -- better than per-event; each event row points into its blob. Repeated strings (users, verbs,
 -- resources, namespaces, user agents, ...) are stored once in `strings` and referenced by id,
@@ -40,7 +40,6 @@ CREATE TABLE IF NOT EXISTS events (
 -- instead of touching a random page each (measured: about half the insert cost), and the
 -- same index serves time ranges.
 CREATE UNIQUE INDEX IF NOT EXISTS events_dedup ON events (time, audit_id, stage, cluster);
-CREATE INDEX IF NOT EXISTS events_audit_id ON events (audit_id);
 -- Every index below ends in time, and SQLite appends the rowid (the log position) to each:
 -- pages in time order, (time, id), walk an index backwards and stop at the page size,
 -- however many events match, with no sort (store/sql/reads.py).
@@ -55,6 +54,16 @@ CREATE INDEX IF NOT EXISTS events_object_time ON events (name, resource, namespa
   WHERE name <> '';
 CREATE INDEX IF NOT EXISTS events_namespace ON events (namespace, time);
 CREATE INDEX IF NOT EXISTS events_code ON events (code, time) WHERE code >= 400;
+-- Lookups by auditID: the log's (auditID, id) pairs in runs of 32,768 events, each written at
+-- once, sorted, when the log holds it whole (store/sqlite/audit_ids.py); an index on
+-- events (audit_id) took a random page per event at every commit. meta 'audit_ids_runs'
+-- counts the runs indexed; lookups scan the events after them.
+CREATE TABLE IF NOT EXISTS audit_ids (
+  run INTEGER NOT NULL,            -- (id - 1) / 32768
+  audit_id NOT NULL,               -- as in events
+  id INTEGER NOT NULL,             -- events.id
+  PRIMARY KEY (run, audit_id, id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejected (
   id INTEGER PRIMARY KEY,
   time REAL NOT NULL,              -- when it was received (unix seconds)

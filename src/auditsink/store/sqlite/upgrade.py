@@ -4,6 +4,10 @@ Version 2 -> 3 (issue 18): three columns (impersonated user, authorization decis
 path) filled in from the stored bodies, the cluster list, and the object index in time order.
 About 25 s of CPU per million events (4.7 s for 200,000, measured), logged before it
 starts; afterwards the file is readable by this code only.
+
+Version 3 -> 4 (issue 16): the index on events (audit_id) is dropped; lookups by auditID use
+the runs of ``audit_ids`` (audit_ids.py), written once at the first open (about 1 s of CPU per
+million events) and then as the log grows.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from auditsink.model import Event
 from auditsink.store._rows import NOBODY, decision_value
 from auditsink.selector import bounded, request_path
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 log = logging.getLogger("auditsink.store")
 _decode = msgspec.json.Decoder(Event).decode
 _CHUNK_EVENTS = 50_000
@@ -53,7 +57,7 @@ def after_schema(conn: sqlite3.Connection, found: str | None, path: str) -> None
         conn.execute("DROP INDEX events_object_time")
         conn.execute("CREATE INDEX events_object_time ON events (name, resource, namespace,"
                      " time) WHERE name <> ''")
-    if found is not None and found < SCHEMA_VERSION:
+    if found is not None and found < "3":
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         log.warning("upgrading %s from schema %s to %s: reading its %d events once to index "
                     "impersonation, decisions and request paths (about 25 s of CPU per million)",
@@ -63,6 +67,8 @@ def after_schema(conn: sqlite3.Connection, found: str | None, path: str) -> None
         conn.execute("DROP INDEX IF EXISTS events_object")
         conn.execute("INSERT OR IGNORE INTO clusters (name) SELECT DISTINCT s.value FROM"
                      " events JOIN strings s ON s.id = events.cluster")
+    if found is not None and found < "4":
+        conn.execute("DROP INDEX IF EXISTS events_audit_id")  # audit_ids replaces it
     conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
                  " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (SCHEMA_VERSION,))
 
