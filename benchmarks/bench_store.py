@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from auditsink.model import Item, decode_body
@@ -47,7 +47,8 @@ def _batches(n_events: int, seed: int) -> list[list[Item]]:
     return batches
 
 
-def _fresh_database(server: str) -> tuple[str, Any]:
+def fresh_database(server: str) -> tuple[str, Callable[[], None]]:
+    """A new, empty database on the PostgreSQL server at ``server``, and how to drop it."""
     import psycopg
 
     name = f"auditsink_bench_{uuid.uuid4().hex[:10]}"
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     for instances in (1, 3):
         batches = _batches(args.events, seed=10 + instances)
-        url, drop = _fresh_database(args.postgres)
+        url, drop = fresh_database(args.postgres)
         try:
             rate = run_case(url, instances, batches, args.clients)
         finally:

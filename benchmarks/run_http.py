@@ -36,9 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from auditsink.detect import CURSOR as RULES_CURSOR
+from benchmarks.bench_store import fresh_database
 from benchmarks.generate_data import write_bodies
 
 HERE = Path(__file__).resolve().parent
@@ -380,23 +380,6 @@ def seed_store(source: Path, db: Path) -> int:
     finally:
         conn.close()
     return int(held)
-
-
-def fresh_database(server: str) -> tuple[str, Callable[[], None]]:
-    """A new, empty database on the PostgreSQL server at ``server``, and how to drop it."""
-    import psycopg
-
-    name = f"auditsink_bench_{os.getpid()}_{time.monotonic_ns()}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    parts = urlsplit(server)
-    url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-    def drop() -> None:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    return url, drop
 
 
 def count_stored_postgres(url: str) -> int | None:

@@ -90,30 +90,37 @@ def receivers(server_factory: Any, tmp_path: Path) -> ServerProcess:
     return server
 
 
-def test_every_acknowledged_event_is_stored_once_and_printed_whole(
-        receivers: ServerProcess) -> None:
-    # Batches of 50 are compressed by the receiver, one-event bodies by the writer (with the
-    # rest of their group): both kinds, from 8 senders on new connections each time.
+def send_concurrently(server: ServerProcess, senders: int,
+                      sizes: list[int]) -> tuple[list[str], list[Any]]:
+    """``senders`` threads each POST one batch of each size in ``sizes`` (new events, a new
+    connection each): the auditIDs acknowledged as stored, and the answers that were not."""
     sent: list[str] = []
     failures: list[Any] = []
     lock = threading.Lock()
 
     def sender(n: int) -> None:
-        for round_ in range(6):
-            size = 50 if round_ % 2 == 0 else 1
+        for round_, size in enumerate(sizes):
             ids = [f"r{n}-{round_}-{i}-{uuid.uuid4()}" for i in range(size)]
-            status, answer = receivers.post(_body([_event(i) for i in ids]))
+            status, answer = server.post(_body([_event(i) for i in ids]))
             with lock:
                 if status == 200 and answer["stored"] == size:
                     sent.extend(ids)
                 else:
                     failures.append((status, answer))
 
-    threads = [threading.Thread(target=sender, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(senders)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return sent, failures
+
+
+def test_every_acknowledged_event_is_stored_once_and_printed_whole(
+        receivers: ServerProcess) -> None:
+    # Batches of 50 are compressed by the receiver, one-event bodies by the writer (with the
+    # rest of their group): both kinds, from 8 senders on new connections each time.
+    sent, failures = send_concurrently(receivers, 8, [50, 1, 50, 1, 50, 1])
     assert not failures
     assert len(sent) == 8 * (3 * 50 + 3)
     status, stats = receivers.api_get("/api/v1/stats")

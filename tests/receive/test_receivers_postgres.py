@@ -6,14 +6,19 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from receive.test_receivers import _alive, _body, _children, _event, _wait
+from receive.test_receivers import (
+    _alive,
+    _body,
+    _children,
+    _event,
+    _wait,
+    send_concurrently,
+)
 from store.conftest import postgres_server, postgres_url  # noqa: F401
 
 from conftest import ServerProcess
@@ -36,25 +41,7 @@ def _stored(url: str) -> int:
 
 def test_every_acknowledged_event_is_stored_once(receivers: ServerProcess,
                                                  postgres_url: str) -> None:  # noqa: F811
-    sent: list[str] = []
-    failures: list[Any] = []
-    lock = threading.Lock()
-
-    def sender(n: int) -> None:
-        for round_ in range(4):
-            ids = [f"p{n}-{round_}-{i}-{uuid.uuid4()}" for i in range(40)]
-            status, answer = receivers.post(_body([_event(i) for i in ids]))
-            with lock:
-                if status == 200 and answer["stored"] == 40:
-                    sent.extend(ids)
-                else:
-                    failures.append((status, answer))
-
-    threads = [threading.Thread(target=sender, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    sent, failures = send_concurrently(receivers, 6, [40] * 4)
     assert not failures
     assert _stored(postgres_url) == len(sent) == 6 * 4 * 40
     # A retried batch is a duplicate, whichever receiver takes it.

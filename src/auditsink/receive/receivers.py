@@ -79,7 +79,8 @@ class Receivers:
     gone: set[int] = field(default_factory=set)
     #: processes of their own beside the receivers (the rules): name -> pid
     helpers: dict[str, int] = field(default_factory=dict)
-    _ready: list[int] = field(default_factory=list)  # a pipe's write end per helper
+    # a pipe's write end per helper, and per receiver opening a store of its own
+    _ready: list[int] = field(default_factory=list)
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to every receiver still running."""
@@ -119,7 +120,8 @@ class Receivers:
         self._ready.append(go)
 
     def helpers_go(self, go: bool = True) -> None:
-        """Let the helpers start (or, with ``go=False``, exit at once)."""
+        """Let the helpers, and receivers with a store of their own, start once the writer
+        has opened the store (or, with ``go=False``, exit at once)."""
         for fd in self._ready:
             os.write(fd, b"1" if go else b"0")
             os.close(fd)
