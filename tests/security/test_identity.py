@@ -185,6 +185,24 @@ def test_guessing_cannot_lock_the_sender_out(basic_server: Any) -> None:
     assert status == 200
 
 
+def test_a_sender_cannot_pose_as_another_address(basic_server: Any) -> None:
+    """X-Forwarded-For from a loopback sender is not believed: the address in the log and in
+    the per-address bcrypt budget is the socket's (uvicorn trusted it from 127.0.0.1)."""
+    forged = "203.0.113.77"
+    conn = http.client.HTTPConnection("127.0.0.1", basic_server.port, timeout=30)
+    try:
+        conn.request("POST", "/", event_list(event("forwarded")),
+                     {"Content-Type": "application/json", "X-Forwarded-For": forged,
+                      "Authorization": _basic("kube-apiserver", "a-guess")})
+        assert conn.getresponse().status == 401
+    finally:
+        conn.close()
+    rejected = [line for line in basic_server.stderr().splitlines()
+                if "rejected unauthenticated request" in line]
+    assert rejected and "from 127.0.0.1:" in rejected[-1], rejected
+    assert forged not in basic_server.stderr()
+
+
 def test_unknown_users_take_as_long_as_known_ones(basic_server: Any) -> None:
     known: list[float] = []
     unknown: list[float] = []

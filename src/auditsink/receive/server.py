@@ -292,6 +292,10 @@ def _uvicorn_config(app: Any, listen: str, tls: dict[str, Any],
     return uvicorn.Config(
         app, host=host, port=port, http=protocol_with(limits), loop="uvloop", lifespan="off",
         access_log=False, log_config=None, server_header=False,
+        # The client address is the socket's: uvicorn would otherwise take X-Forwarded-For
+        # from any loopback sender, who could then pose as any address in the log and in
+        # the per-address bcrypt budget (receive/auth.py).
+        proxy_headers=False,
         # uvicorn annotates an int; it only hands the value to loop.call_later (seconds).
         timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]
         timeout_graceful_shutdown=30, **tls,
