@@ -5,7 +5,9 @@ The behaviour every backend shares is tested in test_store.py, on SQLite and Pos
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,50 @@ def test_wal_is_rewound_under_continuous_writes(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == written
     conn.close()
     assert largest < 32 << 20, f"WAL reached {largest} bytes after {written} events"
+
+
+def test_background_passes_repeat_while_much_is_left_for_the_writer(tmp_path: Path) -> None:
+    # The writer's finishing pass copies whatever the background passes left: on a large store
+    # that was as long as the whole checkpoint. A pass copies the frames there were when it
+    # began, so after a pass that copied many the background passes again, until one finds
+    # few new frames (at most finish_frames) or max_passes is reached.
+    store = _store(tmp_path, checkpoint_interval=3600)  # the thread's own passes stay out
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    checkpointer.finish_frames = 16  # pages; a test-sized store
+    conn = store._connect()
+    database = os.open(store.path, os.O_RDONLY)
+
+    def passes() -> int:
+        before = checkpointer.checkpoints
+        checkpointer.checkpoint(conn, database)
+        return checkpointer.checkpoints - before
+
+    try:
+        store.write(_distinct_items(3000, 0))  # one commit of many pages
+        assert passes() == 2  # the second pass finds nothing new: done
+        stop = threading.Event()
+
+        def keep_writing() -> None:
+            written = 3000
+            while not stop.is_set():
+                store.write(_distinct_items(200, written))
+                written += 200
+
+        writer = threading.Thread(target=keep_writing)
+        writer.start()
+        try:
+            time.sleep(0.2)
+            checkpointer.finish_frames = 0  # every pass finds new frames while commits go on
+            counts = [passes() for _ in range(5)]
+        finally:
+            stop.set()
+            writer.join()
+        assert all(2 <= n <= checkpointer.max_passes for n in counts), counts
+    finally:
+        os.close(database)
+        conn.close()
+        store.close()
 
 
 def _plans(store: SQLiteStore, run: Any) -> list[str]:
