@@ -454,9 +454,11 @@ def run_wrk(url: str, bodies: Path, mode: Mode, connections: int, duration: floa
 
 def measure(target: Target, mode: Mode, *, duration: float, warmup: float, connections: int,
             data_dir: Path, server_cpus: str | None, driver_cpus: str | None,
-            store_from: Path | None = None, postgres: str | None = None) -> dict[str, Any]:
+            store_from: Path | None = None, postgres: str | None = None,
+            before: Before | None = None) -> dict[str, Any]:
     """Start ``target`` (on a copy of the store ``store_from``, when given: its row is named
-    ``<target>+full``), warm it up, load it with wrk, stop it; return the result row."""
+    ``<target>+full``; from the checkout ``before``, when given: ``<target>@REV``), warm it
+    up, load it with wrk, stop it; return the result row."""
     main_bodies = ensure_data(data_dir, mode, warm=False)
     warm_bodies = ensure_data(data_dir, mode, warm=True)
     tmp = Path(tempfile.mkdtemp(prefix="auditsink-bench-"))
@@ -476,9 +478,10 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
         # the read API listens on a fixed port (8081) by default: give it a free one, so that
         # nothing else on the machine can make the run fail; it stays idle
         argv += ["--api-listen", f"127.0.0.1:{free_port()}"]
+    env = before.env() if before is not None else None
     with open(log, "wb") as err:
         proc = subprocess.Popen([*pin(server_cpus), *argv], stdout=subprocess.DEVNULL,
-                                stderr=err, cwd=ROOT)
+                                stderr=err, cwd=ROOT, env=env)
     try:
         wait_ready(proc, port, log)
         warm_requests = 0
@@ -532,7 +535,8 @@ def measure(target: Target, mode: Mode, *, duration: float, warmup: float, conne
     lat = res["latency_us"]
     errors = res["errors"]
     row: dict[str, Any] = {
-        "target": target.name + ("+full" if store_from else ""),
+        "target": target.name + ("+full" if store_from else "")
+        + (f"@{before.rev}" if before is not None else ""),
         "mode": mode.name,
         "events_per_s": round(ok * mode.events_per_body / seconds),
         "requests_per_s": round(res["requests"] / seconds, 1),
@@ -713,14 +717,50 @@ def source_version() -> str:
     return (head or "?") + ("+dirty" if dirty.strip() else "")
 
 
-def cases(targets: list[Target], store_from: Path | None,
-          ) -> list[tuple[Target, Path | None]]:
-    """Each target, and with ``store_from`` each SQLite target once more on a copy of it."""
-    out: list[tuple[Target, Path | None]] = []
+@dataclass(frozen=True)
+class Before:
+    """An earlier commit of auditsink, checked out beside this one (``--before REV``): its
+    servers run with its own ``src/`` first on the path, so a change is measured against
+    what it changed in the same rounds, not against a figure from another day."""
+
+    rev: str
+    path: Path
+
+    @classmethod
+    def check_out(cls, rev: str) -> Before:
+        path = Path(tempfile.mkdtemp(prefix="auditsink-before-"))
+        done = subprocess.run(["git", "worktree", "add", "--detach", str(path), rev],
+                              capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            shutil.rmtree(path, ignore_errors=True)
+            raise ValueError(f"--before {rev}: {done.stderr.strip()}")
+        short = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                               text=True, cwd=path).stdout.strip()
+        return cls(short or rev, path)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(self.path / "src")}
+
+    def remove(self) -> None:
+        subprocess.run(["git", "worktree", "remove", "--force", str(self.path)],
+                       capture_output=True, cwd=ROOT)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+Case = tuple[Target, Path | None, Before | None]
+
+
+def cases(targets: list[Target], store_from: Path | None, before: Before | None = None,
+          ) -> list[Case]:
+    """Each target, and with ``store_from`` each SQLite target once more on a copy of it;
+    with ``before``, each auditsink case once more from that checkout."""
+    out: list[Case] = []
     for target in targets:
-        out.append((target, None))
-        if store_from and target.store == "sqlite":
-            out.append((target, store_from))
+        sources = [None, before] if before is not None and target.needs_auditsink else [None]
+        for source in sources:
+            out.append((target, None, source))
+            if store_from and target.store == "sqlite":
+                out.append((target, store_from, source))
     return out
 
 
@@ -754,6 +794,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure each SQLite target twice, into an empty store and into a "
                              "copy of DB (a store file, e.g. bench_query's 10M-event one; "
                              "row <target>+full)")
+    parser.add_argument("--before", metavar="REV",
+                        help="also run each auditsink target from the commit REV (a git "
+                             "worktree), in the same rounds: row <target>@REV")
     args = parser.parse_args(argv)
     if args.duration > MAX_DURATION or args.warmup > MAX_DURATION:
         parser.error(f"--duration and --warmup are bounded to {MAX_DURATION:g} s")
@@ -779,24 +822,34 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"run": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "argv": ["python", "-m", "benchmarks.run_http", *(argv or sys.argv[1:])],
             "machine": machine(), "auditsink_source": source_version()}
+    try:
+        before = Before.check_out(args.before) if args.before else None
+    except ValueError as exc:
+        parser.error(str(exc))
     print(HEADER, flush=True)
     rows = []
-    # interleaved (all targets, then again) so that noise from the rest of the machine
-    # spreads over every target instead of hitting one
-    for _ in range(args.repeat):
-        for mode in modes:
-            for target, store_from in cases(targets, args.store_from):
-                try:
-                    row = measure(target, mode, duration=args.duration, warmup=args.warmup,
-                                  connections=args.connections, data_dir=args.data_dir,
-                                  server_cpus=server_cpus, driver_cpus=driver_cpus,
-                                  store_from=store_from, postgres=args.postgres)
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    print(f"{target.name:<32} {mode.name:<9} FAILED: {exc}", flush=True)
-                    continue
-                row["auditsink_source"] = source_version()
-                rows.append(row)
-                print(format_row(row), flush=True)
+    try:
+        # interleaved (all targets, then again) so that noise from the rest of the machine
+        # spreads over every target instead of hitting one
+        for _ in range(args.repeat):
+            for mode in modes:
+                for target, store_from, source in cases(targets, args.store_from, before):
+                    try:
+                        row = measure(target, mode, duration=args.duration,
+                                      warmup=args.warmup, connections=args.connections,
+                                      data_dir=args.data_dir, server_cpus=server_cpus,
+                                      driver_cpus=driver_cpus, store_from=store_from,
+                                      postgres=args.postgres, before=source)
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                        print(f"{target.name:<32} {mode.name:<9} FAILED: {exc}", flush=True)
+                        continue
+                    row["auditsink_source"] = (source.rev if source is not None
+                                               else source_version())
+                    rows.append(row)
+                    print(format_row(row), flush=True)
+    finally:
+        if before is not None:
+            before.remove()
     summary = summarize(rows)
     if args.repeat > 1 and summary:
         print(f"\nmedian of {args.repeat} runs (events/s range in brackets):")
