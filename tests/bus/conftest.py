@@ -88,17 +88,21 @@ class NatsCluster:
         self.wait_for_meta_leader(timeout)
 
     def wait_for_meta_leader(self, timeout: float = 20.0) -> None:
-        """Until every running node knows the JetStream meta leader (the cluster can create
-        streams)."""
+        """Until every running node knows the JetStream meta leader and the leader sees every
+        other running node as a current peer: only then can it place a stream with a replica on
+        each (before, stream creation fails with "no suitable peers for placement")."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             running = [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
             try:
-                leaders = {(n.jsz().get("meta_cluster") or {}).get("leader") for n in running}
+                metas = {n.name: n.jsz().get("meta_cluster") or {} for n in running}
             except OSError:
-                leaders = {None}
+                metas = {}
+            leaders = {meta.get("leader") for meta in metas.values()}
             if len(leaders) == 1 and None not in leaders and "" not in leaders:
-                return
+                peers = (metas.get(leaders.pop()) or {}).get("replicas") or []
+                if sum(1 for peer in peers if peer.get("current")) >= len(running) - 1:
+                    return
             time.sleep(0.1)
         raise RuntimeError("the NATS cluster elected no JetStream meta leader")
 
