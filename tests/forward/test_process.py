@@ -56,17 +56,20 @@ class Load:
             ids, body = pending or _batch(50)
             port = self.ports[turn % len(self.ports)]
             turn += 1
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                 conn.request("POST", "/?timeout=30s", body, {"Content-Type": "application/json"})
                 status = conn.getresponse().status
-                conn.close()
             except (OSError, http.client.HTTPException):
                 with self.lock:
                     self.connection_errors += 1
                 pending = (ids, body)
                 time.sleep(0.05)
                 continue
+            finally:
+                # also when the server was killed or refused mid-request: a socket left to the
+                # garbage collector is a ResourceWarning, which failed this test now and then
+                conn.close()
             with self.lock:
                 self.statuses[status] += 1
                 if status == 200:
