@@ -95,8 +95,22 @@ class SQLReads:
             f"SELECT id, value FROM strings WHERE id IN ({self.dialect.marks(len(ids))})",
             list(ids)).fetchall())
 
-    def _where(self, selector: Selector) -> Where:
-        return build_where(selector, self.dialect, self, self._audit_id)
+    def _where(self, selector: Selector, object_lookup: bool = True) -> Where:
+        return build_where(selector, self.dialect, self, self._audit_id, object_lookup)
+
+    def _page_selects(self, selector: Selector, where: str, params: list[object], order: str,
+                      limit: int, key: tuple[str, TimeKey] | None
+                      ) -> list[tuple[str, list[object]]]:
+        """The SELECTs of one branch of a page (each in time order, cut at ``limit``) whose
+        union holds it; a store may read an object's history its own way (SQLite:
+        store/sqlite/objects.py). ``key``: the page cursor, ("<" or ">", (time, id))."""
+        mark = self.dialect.mark
+        return [(self._select(where) + f" ORDER BY events.time {order}, events.id {order}"
+                 f" LIMIT {mark}", [*params, limit])]
+
+    def _own_object_pages(self, selector: Selector) -> bool:
+        """Whether :meth:`_page_selects` finds the events of ``selector`` itself."""
+        return False
 
     # -- bodies -------------------------------------------------------------------------------
 
@@ -131,9 +145,9 @@ class SQLReads:
                             raw=bodies.get(blob, b"")[start:start + length], time=when)
                 for ident, when, cluster, blob, start, length in rows]
 
-    def _select(self, where: str) -> str:
+    def _select(self, where: str, sources: str = "events") -> str:
         return ("SELECT events.id, events.time, strings.value, blob,"
-                f" {self.dialect.start_column}, length FROM events"
+                f" {self.dialect.start_column}, length FROM {sources}"
                 f" JOIN strings ON strings.id = events.cluster WHERE {where}")
 
     # -- log order: consumers -----------------------------------------------------------------
@@ -200,31 +214,34 @@ class SQLReads:
         neither skips nor repeats. ``requests_only`` keeps one event per request: its
         completion (or panic), or a failed ResponseStarted.
         """
-        where = self._where(selector)
+        where = self._where(selector, object_lookup=not self._own_object_pages(selector))
         mark = self.dialect.mark
         if requests_only:
             where = where.and_(REQUESTS_ONLY)
         # time <= T first: a range the (column, time) indexes answer; the OR only trims the
         # events at exactly time T.
+        key: tuple[str, TimeKey] | None = None
         if before is not None:
             where = where.and_(f"time <= {mark} AND (time < {mark} OR events.id < {mark})",
                                before[0], before[0], before[1])
+            key = ("<", before)
         if after is not None:
             where = where.and_(f"time >= {mark} AND (time > {mark} OR events.id > {mark})",
                                after[0], after[0], after[1])
+            key = (">", after)
         order = "ASC" if oldest_first else "DESC"
-        inner = f" ORDER BY events.time {order}, events.id {order} LIMIT {mark}"
-        if len(where.branches) == 1:
-            sql, params = where.branches[0]
-            rows = self._reader().execute(self._select(sql) + inner,
-                                          [*params, limit]).fetchall()
-            return self._events(rows)
-        # user: by OR as. Each branch reads its own (column, time) index in time order and
-        # keeps its first ``limit``; the page is the first ``limit`` of their union.
+        selects = [part for sql, own in where.branches
+                   for part in self._page_selects(selector, sql, own, order, limit, key)]
+        if len(selects) == 1:
+            sql, params = selects[0]
+            return self._events(self._reader().execute(sql, params).fetchall())
+        # user: by OR as (and an object's runs and tail, objects.py). Each part reads its own
+        # index in time order and keeps its first ``limit``; the page is the first ``limit``
+        # of their union.
         parts, params = [], []
-        for number, (sql, own) in enumerate(where.branches):
-            parts.append(f"SELECT * FROM ({self._select(sql)}{inner}) AS branch{number}")
-            params.extend([*own, limit])
+        for number, (sql, own) in enumerate(selects):
+            parts.append(f"SELECT * FROM ({sql}) AS branch{number}")
+            params.extend(own)
         rows = self._reader().execute(
             f"SELECT * FROM ({' UNION '.join(parts)}) AS page"
             f" ORDER BY time {order}, id {order} LIMIT {mark}", [*params, limit]).fetchall()

@@ -63,10 +63,11 @@ class Where:
 
 class _Builder:
     def __init__(self, dialect: Dialect, resolver: Resolver,
-                 audit_id: Callable[[str], object]) -> None:
+                 audit_id: Callable[[str], object], object_lookup: bool = True) -> None:
         self.d = dialect
         self.r = resolver
         self.audit_id = audit_id
+        self.object_lookup = object_lookup
 
     def in_(self, column: str, values: Sequence[object], params: list[object]) -> str:
         if not values:
@@ -89,8 +90,12 @@ class _Builder:
         if kind == "exact":
             assert isinstance(column, str)
             if column == "name":
+                # A store may look names up its own way (SQLite: store/sqlite/objects.py).
+                lookup = getattr(self.r, "_name_condition", None)
+                if lookup is not None and self.object_lookup and values and "" not in values:
+                    return str(lookup(values, params))
                 clause = self.in_("name", values, params)
-                # Said outright, so that the partial object index (name <> '') applies.
+                # Said outright, so that a partial object index (name <> '') applies.
                 return f"({clause} AND name <> '')" if "" not in values else clause
             if column == "audit_id":
                 stored = [self.audit_id(v) for v in values]
@@ -189,8 +194,10 @@ def _quoted(column: str) -> str:
 
 
 def build_where(selector: Selector, dialect: Dialect, resolver: Resolver,
-                audit_id: Callable[[str], object] = str) -> Where:
-    """The condition for ``selector``; ``audit_id`` turns an auditID into its stored form.
+                audit_id: Callable[[str], object] = str, object_lookup: bool = True) -> Where:
+    """The condition for ``selector``; ``audit_id`` turns an auditID into its stored form;
+    ``object_lookup`` False: names as a plain condition on the row, for a read that finds
+    the candidates through the store's object lookup itself (a page, reads.py).
 
     >>> class R:
     ...     def _resolve(self, v): return [7]
@@ -202,7 +209,7 @@ def build_where(selector: Selector, dialect: Dialect, resolver: Resolver,
     ('verb = ? AND (code BETWEEN ? AND ?)', [7, 400, 499])
     """
     validate(selector)
-    b = _Builder(dialect, resolver, audit_id)
+    b = _Builder(dialect, resolver, audit_id, object_lookup)
     params: list[object] = []
     clauses: list[str] = []
     forks: list[list[tuple[str, list[object]]]] = []
@@ -212,8 +219,10 @@ def build_where(selector: Selector, dialect: Dialect, resolver: Resolver,
         else:
             clauses.append(b.clause(spec, values, params))
     if selector.exclude is not None:
+        # A name excluded is tested on the row: a lookup would gather every match to skip.
+        plain = _Builder(dialect, resolver, audit_id, object_lookup=False)
         for spec, values in selector.exclude.given():
-            clauses.append(f"NOT {b.clause(spec, values, params)}")
+            clauses.append(f"NOT {plain.clause(spec, values, params)}")
     for op, value in ((">=", selector.since), ("<", selector.until)):
         if value is not None:
             clauses.append(f"time {op} {dialect.mark}")

@@ -22,12 +22,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from auditsink.selector import Selector, bounded
 from auditsink.store._rows import KEY_COLUMNS
 from auditsink.store._writer import GroupCommitWriter, Task
-from auditsink.store.base import StoreError
+from auditsink.store.base import StoreError, TimeKey
 from auditsink.store.sql.dialect import SQLITE
 from auditsink.store.sql.reads import SQLReads
-from auditsink.store.sqlite import audit_ids, upgrade
+from auditsink.store.sqlite import audit_ids, objects, upgrade
 from auditsink.store.sqlite.checkpoint import Checkpointer
 from auditsink.store.sqlite.consumers import SQLiteConsumers
 from auditsink.store.sqlite.writer import Interner, insert, pack_audit_id
@@ -227,6 +228,11 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
             deleted += count
             if count < chunk:
                 break
+        if deleted:
+            gone = objects.sweep(self._reader(), self.call_in_writer,
+                                 self._audit_runs * audit_ids.RUN)
+            if gone:
+                log.info("retention: %d object index entries of deleted events removed", gone)
         if deleted and time.monotonic() - self._swept_at > SWEEP_EVERY:
             self.sweep_strings()
         return deleted
@@ -289,6 +295,35 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
 
     def _audit_id_condition(self, values: list[object], params: list[object]) -> str:
         return audit_ids.condition(values, params)
+
+    def _name_condition(self, names: list[str], params: list[object]) -> str:
+        return objects.condition(names, params, audit_ids.tail())
+
+    def _own_object_pages(self, selector: Selector) -> bool:
+        return bool(selector.names) and "" not in selector.names
+
+    def _page_selects(self, selector: Selector, where: str, params: list[object], order: str,
+                      limit: int, key: tuple[str, TimeKey] | None
+                      ) -> list[tuple[str, list[object]]]:
+        if not self._own_object_pages(selector):
+            return super()._page_selects(selector, where, params, order, limit, key)
+        # What else the selector says of the object, so that the walk of objects seeks on it
+        # (its key leads with name, resource, namespace, then time) instead of sorting.
+        narrowing = []
+        resources = self._resolve(sorted({bounded(spec.partition("/")[0])
+                                          for spec in selector.resources}))
+        if resources:
+            narrowing.append(("obj_resource", resources))
+        namespaces = self._resolve(sorted({bounded(n) for n in selector.namespaces}))
+        if namespaces:
+            narrowing.append(("obj_namespace", namespaces))
+        seek = []
+        for op, value in ((">=", selector.since), ("<", selector.until)):
+            if value is not None:
+                seek.append((f"o.obj_time {op} ?", value))
+        return objects.page_parts(self._select, [bounded(n) for n in selector.names],
+                                  narrowing, seek, where, params, order, limit,
+                                  audit_ids.tail(), key)
 
     def size_bytes(self) -> int:
         """The database file plus its WAL, in bytes."""

@@ -20,6 +20,8 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 
+from auditsink.store.sqlite import objects
+
 log = logging.getLogger("auditsink.store")
 
 # Events per run: a run is written in ~30 ms and the tail scan stays a few ms. Part of the
@@ -33,6 +35,11 @@ _EACH_RUN = (f"WITH RECURSIVE r(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM r"
              f" WHERE k + 1 < {_RUNS}) SELECT k FROM r")
 
 
+def tail() -> str:
+    """SQL for the last log position the runs cover: what is after it is read from events."""
+    return f"{_RUNS} * {RUN}"
+
+
 def indexed_runs(conn: sqlite3.Connection) -> int:
     """How many runs from the start of the log are in ``audit_ids``."""
     return int(conn.execute(f"SELECT {_RUNS}").fetchone()[0])
@@ -40,8 +47,9 @@ def indexed_runs(conn: sqlite3.Connection) -> int:
 
 def index_runs(conn: sqlite3.Connection, most: int | None = 1) -> int:
     """Index the whole runs of the log not indexed yet, ``most`` at a time (None: all), in
-    one transaction; returns how many. On the writer thread, between commits; another
-    process writing the same file sees the count in ``meta`` and does not do them twice."""
+    one transaction, here and in ``objects`` (objects.py); returns how many. On the writer
+    thread, between commits; another process writing the same file sees the count in
+    ``meta`` and does not do them twice."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         runs = indexed_runs(conn)
@@ -52,6 +60,7 @@ def index_runs(conn: sqlite3.Connection, most: int | None = 1) -> int:
                 "INSERT OR IGNORE INTO audit_ids (run, audit_id, id) SELECT ?, audit_id, id"
                 " FROM events WHERE id > ? AND id <= ? ORDER BY audit_id, id",
                 (runs, runs * RUN, (runs + 1) * RUN))
+            objects.index_run(conn, runs * RUN, (runs + 1) * RUN)
             runs += 1
             done += 1
         if done:
@@ -66,13 +75,13 @@ def index_runs(conn: sqlite3.Connection, most: int | None = 1) -> int:
 
 def catch_up(conn: sqlite3.Connection, path: str) -> None:
     """At open: index every whole run still missing (all of them after an upgrade from a
-    file that had the per-event index), so that no lookup scans a long tail."""
+    file that had per-event indexes), so that no lookup scans a long tail."""
     runs = indexed_runs(conn)
     top = int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
     missing = top // RUN - runs
     if missing > 8:
-        log.warning("indexing the auditIDs of %s once: %d runs of %d events (about 1 s of CPU "
-                    "per million events)", path, missing, RUN)
+        log.warning("indexing the auditIDs and objects of %s once: %d runs of %d events "
+                    "(about 2 s of CPU per million events)", path, missing, RUN)
     if missing > 0:
         index_runs(conn, most=None)
 
@@ -86,17 +95,24 @@ def condition(values: Sequence[object], params: list[object]) -> str:
     # time index and testing each event (an OR of two terms made it do that: 1.3 s).
     return (f"events.id IN (SELECT a.id FROM audit_ids a WHERE a.run IN ({_EACH_RUN})"
             f" AND a.audit_id IN ({marks})"
-            f" UNION ALL SELECT t.id FROM events t WHERE t.id > {_RUNS} * {RUN}"
+            f" UNION ALL SELECT t.id FROM events t WHERE t.id > {tail()}"
             f" AND t.audit_id IN ({marks}))")
 
 
 def forget_before(conn: sqlite3.Connection) -> None:
-    """After retention (in its transaction): drop the runs whose events are all deleted.
-    With no event left the next one is id 1 again (SQLite hands out max(id) + 1), so the
-    runs start again from 0."""
-    first = conn.execute("SELECT min(id) FROM events").fetchone()[0]
-    if first is None:
-        conn.execute("DELETE FROM audit_ids")
-        conn.execute("DELETE FROM meta WHERE key = ?", (_RUNS_KEY,))
-    else:
+    """After retention (in its transaction): drop the runs whose events are all deleted
+    (``objects`` is swept later, objects.py). SQLite hands out max(id) + 1, so when
+    retention took the newest events too the ids after the remaining ones come again: the
+    runs that covered them are dropped, to be indexed again once the log refills them (with
+    no event left, all of them: the next event is id 1)."""
+    first, top = conn.execute("SELECT min(id), coalesce(max(id), 0) FROM events").fetchone()
+    runs = indexed_runs(conn)
+    if first is not None:
         conn.execute("DELETE FROM audit_ids WHERE run < ?", ((int(first) - 1) // RUN,))
+    if top >= runs * RUN:
+        return
+    kept = top // RUN
+    conn.execute("DELETE FROM audit_ids WHERE run >= ?", (kept,))
+    objects.forget_after(conn, kept * RUN)
+    conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                 " DO UPDATE SET value = excluded.value", (_RUNS_KEY, str(kept)))
