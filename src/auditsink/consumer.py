@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from auditsink.store.base import Alert, CursorMoved, DeadLetter, Store
+from auditsink.store.base import Alert, CursorMoved, DeadLetter, Page, Store
 
 log = logging.getLogger("auditsink.consumer")
 
@@ -65,7 +65,8 @@ class Consumer:
     commit_alerts = 20_000  # ... or as soon as this many alerts wait (bounds the memory)
 
     def fetch(self, after: int, limit: int) -> Sequence[Any]:
-        """Up to ``limit`` entries after position ``after``, in log order; each has ``.id``."""
+        """Up to ``limit`` entries after position ``after``, in log order; each has ``.id``.
+        A :class:`~auditsink.store.base.Page` may hold fewer: those a filter kept of ``limit``."""
         raise NotImplementedError
 
     def process(self, entries: Sequence[Any], stop: threading.Event) -> Progress | None:
@@ -115,16 +116,22 @@ class ConsumerLoop:
         stop = stop or threading.Event()
         consumer = self.consumer
         self._settle(wait=False)
-        entries = list(consumer.fetch(self.read_position, consumer.batch))
-        if entries and len(entries) < consumer.batch and consumer.linger > 0:
+        fetched = consumer.fetch(self.read_position, consumer.batch)
+        # A Page (store.follow) covers more of the log than the entries it returns: the
+        # others were ruled out by its filters, and count as read.
+        examined = fetched.examined if isinstance(fetched, Page) else len(fetched)
+        entries: list[Any] = fetched if isinstance(fetched, Page) else list(fetched)
+        if entries and examined < consumer.batch and consumer.linger > 0 \
+                and not isinstance(entries, Page):
             # Batching by time: a partial page waits up to `linger` for more entries.
             deadline = time.monotonic() + consumer.linger
             while len(entries) < consumer.batch and not stop.wait(
                     min(consumer.poll, max(0.0, deadline - time.monotonic()))):
-                entries += consumer.fetch(entries[-1].id, consumer.batch - len(entries))
+                entries += list(consumer.fetch(entries[-1].id, consumer.batch - len(entries)))
                 if time.monotonic() >= deadline:
                     break
-        if not entries:
+            examined = len(entries)
+        if not examined:
             progress = consumer.idle(stop)
             if consumer.commit_every > 0:
                 self._offer(progress, caught_up=True)
@@ -134,13 +141,18 @@ class ConsumerLoop:
         progress = consumer.process(entries, stop)
         if progress is None:
             return 0  # stopping: the cursor stays, the page is read again next time
-        self.read_position = entries[-1].id if progress.read is None else progress.read
-        self.read += sum(1 for entry in entries if entry.id <= self.read_position)
+        if isinstance(entries, Page):
+            self.read_position = entries.last if progress.read is None else progress.read
+            self.read += examined if progress.read is None else sum(
+                1 for entry in entries if entry.id <= self.read_position)
+        else:
+            self.read_position = entries[-1].id if progress.read is None else progress.read
+            self.read += sum(1 for entry in entries if entry.id <= self.read_position)
         if consumer.commit_every > 0:
-            self._offer(progress, caught_up=len(entries) < consumer.batch)
+            self._offer(progress, caught_up=examined < consumer.batch)
         else:
             self._commit(progress)
-        return len(entries)
+        return examined
 
     def _commit(self, progress: Progress) -> None:
         if progress.position == self.position and not progress.alerts and not progress.dead_letters:

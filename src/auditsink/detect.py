@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from auditsink.consumer import Consumer, ConsumerLoop, Progress
+from auditsink.rules.engine import EventContext
 from auditsink.rules.priority import RANK
-from auditsink.store.base import Alert, Selector, Store, StoredEvent
+from auditsink.store.base import Alert, Page, Store, StoredEvent
 from auditsink.timeutil import parse_timestamp
 
 CURSOR = "rules"
@@ -41,17 +42,24 @@ class Detector(Consumer):
         self.poll = poll
         self.on_alerts = on_alerts
         self.raised = 0
+        self.decoded = 0  # events read and evaluated: those some filter kept
+        self.filters = ruleset.row_filters() + (
+            stateful.row_filters() if stateful is not None else ())
         self.loop = ConsumerLoop(store, self)
 
-    def fetch(self, after: int, limit: int) -> Sequence[StoredEvent]:
-        return self.store.query(Selector(), limit=limit, after_id=after, newest_first=False)
+    def fetch(self, after: int, limit: int) -> Page:
+        # Only the events some rule or detector may want: for most of a cluster's events
+        # (reads, status updates) the store rules that out from the row, in SQL.
+        return self.store.follow(after, limit, self.filters)
 
     def process(self, entries: Sequence[StoredEvent], stop: threading.Event) -> Progress:
         alerts: list[Alert] = []
         for stored in entries:
-            found_all = self.ruleset.evaluate(stored.raw)
+            ctx = EventContext(stored.raw)  # decoded once for the rules and the detectors
+            self.decoded += 1
+            found_all = self.ruleset.evaluate(ctx)
             if self.stateful is not None:
-                found_all += self.stateful.observe(stored.raw)
+                found_all += self.stateful.observe(ctx)
             for found in found_all:
                 alerts.append(Alert(
                     time=parse_timestamp(found.time), rule=found.rule,
@@ -62,7 +70,7 @@ class Detector(Consumer):
         self.raised += len(alerts)
         if alerts and self.on_alerts is not None:
             self.on_alerts(alerts)
-        return Progress(entries[-1].id, alerts)
+        return Progress(entries.last if isinstance(entries, Page) else entries[-1].id, alerts)
 
     def newest(self) -> int:
         return getattr(self.store, "last_id", lambda: self.loop.position)()

@@ -153,6 +153,45 @@ def test_paging_by_log_position(store_url: str, fixtures_dir: Path) -> None:
     store.close()
 
 
+def test_follow_reads_only_the_rows_a_filter_keeps(store_url: str, fixtures_dir: Path) -> None:
+    """``follow`` pages the log as ``query`` does, but returns only the events whose row
+    passes a filter (the rules consumer's prefilter, store/sql/prefilter.py)."""
+    from auditsink.store.base import Page, RowFilter
+
+    store = _store(store_url)
+    store.write(_fixture_items(fixtures_dir))
+    every = [json.loads(e.raw) for e in store.iter_all(Selector())]
+    filters = (RowFilter(stages=frozenset({"ResponseComplete"}), verbs=frozenset({"create"}),
+                         resources=frozenset({"configmaps", "secrets"})),
+               RowFilter(codes=(400, 499)),
+               RowFilter(users=frozenset({"system:kube-scheduler"}),
+                         namespaces=frozenset({"kube-system"}), impersonated=True))
+
+    def kept(doc: dict[str, Any]) -> bool:
+        return ((doc["stage"] == "ResponseComplete" and doc["verb"] == "create"
+                 and doc.get("objectRef", {}).get("resource") in ("configmaps", "secrets"))
+                or 400 <= doc.get("responseStatus", {}).get("code", 0) <= 499)
+
+    expected = [index + 1 for index, doc in enumerate(every) if kept(doc)]
+    assert 0 < len(expected) < len(every) / 2
+    found: list[int] = []
+    after, examined = 0, 0
+    while True:
+        page = store.follow(after, 300, filters)
+        assert isinstance(page, Page) and page.examined <= 300
+        if not page.examined:
+            assert page.last == after and not page
+            break
+        assert all(after < e.id <= page.last for e in page) and page.last > after
+        found += [e.id for e in page]
+        examined += page.examined
+        after = page.last
+    assert found == expected and examined == len(every) == 974
+    assert [e.id for e in store.follow(0, 1000, (RowFilter(),))] == list(range(1, 975))
+    assert not store.follow(0, 1000, (RowFilter(verbs=frozenset()),))
+    store.close()
+
+
 def _event_at(audit_id: str, micros: int, user: str, namespace: str) -> dict[str, Any]:
     text = format_micros(micros)
     return {"level": "Metadata", "auditID": audit_id, "stage": "ResponseComplete", "verb": "get",

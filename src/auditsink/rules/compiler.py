@@ -351,6 +351,27 @@ def required_values(node: Node, keys: frozenset[str]) -> frozenset[str] | None:
     return None
 
 
+def requires_present(node: Node, keys: frozenset[str]) -> bool:
+    """Whether ``node`` can only hold when a field (any of ``keys``) is present: it is tested
+    with ``exists``, or must equal non-empty values, in every way the condition can hold.
+
+    >>> n = expand(parse("ka.verb=get and (ka.impuser.name exists or ka.uri=/)"), {}, {})
+    >>> requires_present(n, frozenset({"ka.impuser.name"}))
+    False
+    """
+    if isinstance(node, Expanded):
+        key = node.field if node.arg is None else f"{node.field}[{node.arg}]"
+        if key not in keys:
+            return False
+        return node.op == "exists" or (node.op in ("=", "in") and bool(node.values)
+                                       and "" not in node.values)
+    if isinstance(node, And):
+        return any(requires_present(child, keys) for child in node.children)
+    if isinstance(node, Or):
+        return all(requires_present(child, keys) for child in node.children)
+    return False
+
+
 def compile_text(
     text: str, macros: Mapping[str, Node], lists: Mapping[str, Sequence[str]]
 ) -> Predicate:

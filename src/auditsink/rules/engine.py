@@ -18,12 +18,20 @@ from typing import Any
 
 import msgspec
 
-from auditsink.rules.compiler import Predicate, compile_condition, expand, required_values
+from auditsink.rules.compiler import (
+    Predicate,
+    compile_condition,
+    expand,
+    required_values,
+    requires_present,
+)
 from auditsink.rules.condition import ConditionError, Node, parse
 from auditsink.rules.exceptions import ExceptionError, exception_node, with_exceptions
 from auditsink.rules.fields import FieldRef, text
 from auditsink.rules.loader import Collection, MacroDef, RuleDef, RuleLoadError
 from auditsink.rules.output import OutputError, Template
+from auditsink.selector import INDEXED_CHARS
+from auditsink.store.base import RowFilter
 
 BUILTIN = Path(__file__).parent / "builtin" / "default.yaml"
 SOURCE = "k8s_audit"
@@ -31,6 +39,14 @@ ACCEPTED_SOURCES = frozenset({"", SOURCE})
 _STAGE_KEYS = frozenset({"ka.stage", "jevt.value[/stage]", "json.value[/stage]"})
 _VERB_KEYS = frozenset({"ka.verb", "jevt.value[/verb]", "json.value[/verb]"})
 _RESOURCE_KEYS = frozenset({"ka.target.resource", "jevt.value[/objectRef/resource]"})
+_SUBRESOURCE_KEYS = frozenset({"ka.target.subresource", "jevt.value[/objectRef/subresource]",
+                               "json.value[/objectRef/subresource]"})
+_NAMESPACE_KEYS = frozenset({"ka.target.namespace", "jevt.value[/objectRef/namespace]",
+                             "json.value[/objectRef/namespace]"})
+_USER_KEYS = frozenset({"ka.user.name", "jevt.value[/user/username]",
+                        "json.value[/user/username]"})
+_IMPERSONATED_KEYS = frozenset({"ka.impuser.name", "jevt.value[/impersonatedUser/username]",
+                                "json.value[/impersonatedUser/username]"})
 _INDEX_LIMIT = 4096  # distinct (stage, verb, resource) keys cached; resources are client-chosen
 _decode = msgspec.json.Decoder().decode
 
@@ -117,6 +133,13 @@ class CompiledRule:
     resources: frozenset[str] | None
     file: str
 
+    #: subresources, namespaces and user names the condition requires, and whether it needs
+    #: an impersonated user (only its row filter uses these)
+    subresources: frozenset[str] | None = None
+    namespaces: frozenset[str] | None = None
+    users: frozenset[str] | None = None
+    impersonated: bool = False
+
     def candidate(self, stage: Any, verb: Any, resource: Any) -> bool:
         """Whether an event with these discriminators could match at all."""
         return (
@@ -124,6 +147,24 @@ class CompiledRule:
             and (self.verbs is None or verb in self.verbs)
             and (self.resources is None or resource in self.resources)
         )
+
+    def row_filter(self) -> RowFilter:
+        """What a stored event's row must hold for this rule to be worth evaluating on it.
+        Row strings are bounded and "" when absent, so a requirement they cannot tell apart
+        (a required "" or a value past the bound) constrains nothing there. The row says an
+        impersonated user is there only when it has a name; the API server never impersonates
+        without one."""
+        return RowFilter(stages=self.stages, verbs=_row_safe(self.verbs),
+                         resources=_row_safe(self.resources),
+                         subresources=_row_safe(self.subresources),
+                         namespaces=_row_safe(self.namespaces), users=_row_safe(self.users),
+                         impersonated=self.impersonated)
+
+
+def _row_safe(values: frozenset[str] | None) -> frozenset[str] | None:
+    if values is None or any(not v or len(v) >= INDEXED_CHARS for v in values):
+        return None
+    return values
 
 
 class RuleSet:
@@ -174,9 +215,15 @@ class RuleSet:
                 self._index[key] = found
         return found
 
-    def evaluate(self, event: bytes | str | Mapping[str, Any]) -> list[Detection]:
-        """Every detection for one event (raw JSON bytes of one audit event, or its dict)."""
-        ctx = EventContext(event)
+    def row_filters(self) -> tuple[RowFilter, ...]:
+        """One filter per rule: an event whose row passes none cannot match any rule."""
+        return tuple(rule.row_filter() for rule in self.rules)
+
+    def evaluate(self, event: bytes | str | Mapping[str, Any] | EventContext
+                 ) -> list[Detection]:
+        """Every detection for one event (raw JSON bytes of one audit event, its dict, or an
+        :class:`EventContext` of it)."""
+        ctx = event if isinstance(event, EventContext) else EventContext(event)
         detections: list[Detection] = []
         for rule in self.candidates(ctx):
             if rule.predicate(ctx):
@@ -327,4 +374,8 @@ def _compile_rule(
         verbs=required_values(node, _VERB_KEYS),
         resources=required_values(node, _RESOURCE_KEYS),
         file=rule.origin.file,
+        subresources=required_values(node, _SUBRESOURCE_KEYS),
+        namespaces=required_values(node, _NAMESPACE_KEYS),
+        users=required_values(node, _USER_KEYS),
+        impersonated=requires_present(node, _IMPERSONATED_KEYS),
     )

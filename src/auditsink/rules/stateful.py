@@ -22,6 +22,7 @@ import msgspec
 
 from auditsink.rules.engine import Detection, EventContext
 from auditsink.rules.jevt import rawtime
+from auditsink.store.base import RowFilter
 
 Matcher = Callable[[dict[str, Any]], str | None]
 
@@ -31,6 +32,8 @@ class BurstDetector:
     """Report when ``threshold`` matching events share a key within ``window`` seconds.
 
     ``key_of(doc)`` returns the key (a user name, an address) when the event matches, else None.
+    ``rows`` are the stored rows ``key_of`` can say yes to (never fewer; by default every
+    row): the rules consumer reads only the events some detector or rule may want.
     """
 
     name: str
@@ -41,6 +44,7 @@ class BurstDetector:
     window: float = 60.0
     tags: list[str] = field(default_factory=list)
     max_keys: int = 10_000
+    rows: tuple[RowFilter, ...] = (RowFilter(),)
     _seen: OrderedDict[str, deque[int]] = field(default_factory=OrderedDict, repr=False)
     _quiet_until: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -115,6 +119,14 @@ def secret_reader(doc: dict[str, Any]) -> str | None:
     return user
 
 
+# secret_reader and denied_source as row filters
+_SECRET_READS = (RowFilter(stages=frozenset({"ResponseComplete"}),
+                           verbs=frozenset({"get", "list"}), resources=frozenset({"secrets"}),
+                           codes=(200, 299)),)
+_DENIED = (RowFilter(codes=(401, 401)),
+           RowFilter(stages=frozenset({"ResponseComplete"}), codes=(403, 403)))
+
+
 def denied_source(doc: dict[str, Any]) -> str | None:
     """The first source IP, for a request refused with 401 (any stage) or 403 (on completion).
 
@@ -137,6 +149,7 @@ def default_detectors() -> list[BurstDetector]:
             name="Secret Read Burst",
             priority="WARNING",
             key_of=secret_reader,
+            rows=_SECRET_READS,
             describe="{count} successful secret reads by {key} within {window}",
             threshold=20,
             window=60,
@@ -146,6 +159,7 @@ def default_detectors() -> list[BurstDetector]:
             name="Repeated Access Denied",
             priority="WARNING",
             key_of=denied_source,
+            rows=_DENIED,
             describe="{count} requests refused (401/403) from {key} within {window}",
             threshold=10,
             window=60,
@@ -159,6 +173,10 @@ class StatefulDetectors:
 
     def __init__(self, detectors: list[BurstDetector] | None = None) -> None:
         self.detectors = default_detectors() if detectors is None else detectors
+
+    def row_filters(self) -> tuple[RowFilter, ...]:
+        """The rows any detector may count (``BurstDetector.rows``)."""
+        return tuple(row for detector in self.detectors for row in detector.rows)
 
     def observe(self, event: bytes | str | Mapping[str, Any] | EventContext) -> list[Detection]:
         """Count one event in every detector; the detections it completes."""

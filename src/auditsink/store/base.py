@@ -11,7 +11,7 @@ import asyncio
 import importlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from auditsink.model import BadItem, Item
 from auditsink.selector import Selector as Selector  # re-exported: the stores' vocabulary
@@ -59,6 +59,36 @@ class WriteResult:
 # A position in time order: (stageTimestamp in µs, log position). Pages in time order resume
 # strictly after the key of the last event they showed.
 TimeKey = tuple[int, int]
+
+
+class RowFilter(NamedTuple):
+    """What an event's row must hold for a rule or detector to want the event: the
+    prefilter a store applies before any body is read (``follow``). ``None`` constrains
+    nothing; strings are compared as the row keeps them (:func:`~auditsink.selector.bounded`,
+    "" when absent), so a filter holds only values that cannot be told apart otherwise."""
+
+    stages: frozenset[str] | None = None
+    verbs: frozenset[str] | None = None
+    resources: frozenset[str] | None = None
+    subresources: frozenset[str] | None = None
+    namespaces: frozenset[str] | None = None
+    users: frozenset[str] | None = None
+    impersonated: bool = False       # only requests made as someone else
+    codes: tuple[int, int] | None = None  # an inclusive range of response codes
+
+    @property
+    def unconstrained(self) -> bool:
+        return self == RowFilter()
+
+
+class Page(list["StoredEvent"]):
+    """The events of a ``follow`` page that passed its filters, and the page's extent: every
+    event up to ``last`` was looked at (``examined`` of them), the others ruled out."""
+
+    def __init__(self, events: Sequence[StoredEvent], last: int, examined: int) -> None:
+        super().__init__(events)
+        self.last = last
+        self.examined = examined
 
 
 @dataclass
@@ -205,6 +235,10 @@ class EventReader(Protocol):
     def query(self, selector: Selector, limit: int = 100, after_id: int = 0,
               newest_first: bool = True, before_id: int | None = None) -> list[StoredEvent]:
         """Matching events in log order (consumers, follow)."""
+
+    def follow(self, after_id: int, limit: int, filters: Sequence[RowFilter]) -> Page:
+        """The next ``limit`` events after a log position, of which only those whose row
+        passes one of ``filters`` are read (consumers that want few events: the rules)."""
 
     def page(self, selector: Selector, limit: int = 100, *, before: TimeKey | None = None,
              after: TimeKey | None = None, oldest_first: bool = False,

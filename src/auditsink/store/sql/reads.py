@@ -29,11 +29,14 @@ from auditsink.store.base import (
     Alert,
     AlertSelector,
     DeadLetter,
+    Page,
     Rejected,
+    RowFilter,
     StoredEvent,
     TimeKey,
 )
 from auditsink.store.sql.dialect import Dialect, prefix_params
+from auditsink.store.sql.prefilter import prefilter_sql
 from auditsink.store.sql.where import REQUESTS_ONLY, Where, build_where
 
 _FRAME_CACHE = 64
@@ -167,6 +170,22 @@ class SQLReads:
             self._select(where.sql) + f" ORDER BY events.id {order} LIMIT {mark}",
             [*where.params, limit]).fetchall()
         return self._events(rows)
+
+    def follow(self, after_id: int, limit: int, filters: Sequence[RowFilter]) -> Page:
+        """The next ``limit`` events after ``after_id`` in log order; only those whose row
+        passes one of ``filters`` are read, in SQL, so the rest cost no Python at all."""
+        mark = self.dialect.mark
+        reader = self._reader()
+        examined, last = reader.execute(
+            f"SELECT count(*), max(id) FROM (SELECT id FROM events WHERE id > {mark}"
+            f" ORDER BY id LIMIT {mark}) AS page", (after_id, limit)).fetchone()
+        if not examined:
+            return Page([], after_id, 0)
+        where, params = prefilter_sql(self.dialect, tuple(filters))
+        rows = reader.execute(
+            self._select(f"events.id > {mark} AND events.id <= {mark} AND {where}")
+            + " ORDER BY events.id", (after_id, last, *params)).fetchall()
+        return Page(self._events(rows), last, examined)
 
     def iter_all(self, selector: Selector, batch: int = 5000) -> Iterator[StoredEvent]:
         """Every matching event in log order (replays, exports by position)."""
