@@ -436,7 +436,10 @@ def _run_rules(settings: Settings) -> int:
     the store, until SIGTERM (notifiers and outputs stay with the writer)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    store = open_store_from(settings)
+    # The serving process checkpoints the WAL; a second checkpointer here took SQLite's
+    # write lock from ingest between the writer's commits.
+    options = {"checkpoint_interval": 0} if settings.store.startswith("sqlite") else {}
+    store = open_store_from(settings, **options)
     try:
         detector = detector_of(build_consumers(store, settings, rules=True))
         detector.run(stop)

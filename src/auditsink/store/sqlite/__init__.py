@@ -133,8 +133,9 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
             # 8 instead of 13 µs of system CPU per event with 16 MB; 32 MB saved little more
             # and cost the overload RSS budget 35 MB). Readers keep the default.
             conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-            self._checkpointer = Checkpointer(self, self.checkpoint_interval)
-            self._checkpointer.start()
+            if self.checkpoint_interval > 0:  # 0: another process on the file checkpoints
+                self._checkpointer = Checkpointer(self, self.checkpoint_interval)
+                self._checkpointer.start()
             self._start_writer()
 
     def migrate(self) -> list[str]:
