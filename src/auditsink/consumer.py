@@ -141,12 +141,11 @@ class ConsumerLoop:
         progress = consumer.process(entries, stop)
         if progress is None:
             return 0  # stopping: the cursor stays, the page is read again next time
-        if isinstance(entries, Page):
-            self.read_position = entries.last if progress.read is None else progress.read
-            self.read += examined if progress.read is None else sum(
-                1 for entry in entries if entry.id <= self.read_position)
+        if progress.read is None:  # the whole page handled
+            self.read_position = entries.last if isinstance(entries, Page) else entries[-1].id
+            self.read += examined
         else:
-            self.read_position = entries[-1].id if progress.read is None else progress.read
+            self.read_position = progress.read
             self.read += sum(1 for entry in entries if entry.id <= self.read_position)
         if consumer.commit_every > 0:
             self._offer(progress, caught_up=examined < consumer.batch)

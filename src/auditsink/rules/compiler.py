@@ -329,8 +329,7 @@ def required_values(node: Node, keys: frozenset[str]) -> frozenset[str] | None:
     ['create']
     """
     if isinstance(node, Expanded):
-        key = node.field if node.arg is None else f"{node.field}[{node.arg}]"
-        if key in keys and node.op in ("=", "in", "intersects"):
+        if _key(node) in keys and node.op in ("=", "in", "intersects"):
             return frozenset(node.values)
         return None
     if isinstance(node, And):
@@ -351,6 +350,11 @@ def required_values(node: Node, keys: frozenset[str]) -> frozenset[str] | None:
     return None
 
 
+def _key(node: Expanded) -> str:
+    """The field a comparison tests, as the index keys name it (``jevt.value[/verb]``)."""
+    return node.field if node.arg is None else f"{node.field}[{node.arg}]"
+
+
 def requires_present(node: Node, keys: frozenset[str]) -> bool:
     """Whether ``node`` can only hold when a field (any of ``keys``) is present: it is tested
     with ``exists``, or must equal non-empty values, in every way the condition can hold.
@@ -360,8 +364,7 @@ def requires_present(node: Node, keys: frozenset[str]) -> bool:
     False
     """
     if isinstance(node, Expanded):
-        key = node.field if node.arg is None else f"{node.field}[{node.arg}]"
-        if key not in keys:
+        if _key(node) not in keys:
             return False
         return node.op == "exists" or (node.op in ("=", "in") and bool(node.values)
                                        and "" not in node.values)
