@@ -13,6 +13,7 @@ from typing import Any
 from auditsink.model import LEVELS, STAGES, Event
 from auditsink.selector import (
     DECISIONS,
+    INDEXED_CHARS,
     INDEXED_GROUPS,
     bounded,
     client_ip,
@@ -47,14 +48,20 @@ def row_strings(event: Event) -> tuple[str, ...]:
     ref = event.objectRef
     user = event.user
     impersonated = event.impersonatedUser
-    return (
-        bounded(event.verb), bounded(user.username), _groups(user.groups),
-        bounded(client_ip(event)), bounded(event.userAgent),
-        bounded(ref.apiGroup) if ref else "", bounded(ref.resource) if ref else "",
-        bounded(ref.subresource) if ref else "", bounded(ref.namespace) if ref else "",
-        bounded(impersonated.username) if impersonated is not None else "",
-        bounded(request_path(event.requestURI)),
+    groups = user.groups
+    strings = (
+        event.verb, user.username,
+        GROUPS_PREFIX + "\n".join(groups[:INDEXED_GROUPS]), client_ip(event), event.userAgent,
+        ref.apiGroup if ref else "", ref.resource if ref else "",
+        ref.subresource if ref else "", ref.namespace if ref else "",
+        impersonated.username if impersonated is not None else "",
+        request_path(event.requestURI),
     )
+    # Values past INDEXED_CHARS are rare: one length check each here instead of a call of
+    # bounded() each (this runs for every event stored, on the receivers' hot path).
+    if max(map(len, strings)) <= INDEXED_CHARS:
+        return strings
+    return (*map(bounded, strings[:2]), _groups(groups), *map(bounded, strings[3:]))
 
 
 def _groups(groups: list[str]) -> str:

@@ -68,18 +68,24 @@ class Interner:
         return ident
 
     def row_ids(self, conn: sqlite3.Connection, strings: tuple[str, ...]) -> tuple[int, ...]:
-        """Dictionary ids of :func:`row_strings`; most events share all of them with others,
-        so the whole tuple is looked up at once instead of one string at a time."""
-        ids = self.keys.get(strings)
+        """Dictionary ids of :func:`row_strings`. All but the last (the request path) are
+        few and shared by most events, so they are looked up at once, as one tuple; the path
+        names objects and has as many values as a cluster has objects (a fifth of the
+        generated events brought a new one), so it is looked up alone: a new path costs one
+        lookup, not eleven."""
+        head = strings[:-1]
+        ids = self.keys.get(head)
         if ids is None:
             if len(self.keys) > KEY_CACHE:
                 self.keys.clear()
             intern = self.intern
-            found = [intern(conn, value) for value in strings[:-2]]
-            found.append(intern(conn, strings[-2]) if strings[-2] else NOBODY)
-            found.append(intern(conn, strings[-1]))
-            ids = self.keys[strings] = tuple(found)
-        return ids
+            found = [intern(conn, value) for value in head[:-1]]
+            found.append(intern(conn, head[-1]) if head[-1] else NOBODY)
+            ids = self.keys[head] = tuple(found)
+        uri = self.ids.get(strings[-1])
+        if uri is None:
+            uri = self.intern(conn, strings[-1])
+        return (*ids, uri)
 
     def cluster(self, conn: sqlite3.Connection, name: str) -> int:
         if name not in self.clusters:
@@ -137,8 +143,8 @@ def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task], leve
         if own_places is None:
             own_places = places[position:position + len(rows)]
             position += len(rows)
-        values = [(when, audit_id, cluster, stage, rank, name, code, decision) + place
-                  + row_ids(conn, strings)
+        values = [(when, audit_id, cluster, stage, rank, name, code, decision, *place,
+                   *row_ids(conn, strings))
                   for (when, audit_id, stage, rank, name, code, decision, strings), place
                   in zip(rows, own_places)]
         before = conn.total_changes
