@@ -36,7 +36,7 @@ from auditsink.store.base import (
     TimeKey,
 )
 from auditsink.store.sql.dialect import Dialect, prefix_params
-from auditsink.store.sql.prefilter import prefilter_sql
+from auditsink.store.sql.prefilter import prefilter_sql, wanted
 from auditsink.store.sql.where import REQUESTS_ONLY, Where, build_where
 
 _FRAME_CACHE = 64
@@ -181,10 +181,16 @@ class SQLReads:
             f" ORDER BY id LIMIT {mark}) AS page", (after_id, limit)).fetchone()
         if not examined:
             return Page([], after_id, 0)
-        where, params = prefilter_sql(self.dialect, tuple(filters))
+        # The ids now, after ``last``: every row up to it was stored with its strings.
+        filters = tuple(filters)
+        values = wanted(filters)
+        ids = dict(reader.execute(
+            f"SELECT value, id FROM strings WHERE value IN ({self.dialect.marks(len(values))})",
+            values).fetchall()) if values else {}
         rows = reader.execute(
-            self._select(f"events.id > {mark} AND events.id <= {mark} AND {where}")
-            + " ORDER BY events.id", (after_id, last, *params)).fetchall()
+            self._select(f"events.id > {mark} AND events.id <= {mark}"
+                         f" AND {prefilter_sql(filters, ids)}")
+            + " ORDER BY events.id", (after_id, last)).fetchall()
         return Page(self._events(rows), last, examined)
 
     def iter_all(self, selector: Selector, batch: int = 5000) -> Iterator[StoredEvent]:
