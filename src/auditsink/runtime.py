@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 
@@ -21,3 +22,19 @@ def tune_for_ingest() -> None:
     sys.setswitchinterval(0.001)
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+
+
+def lower_priority(step: int) -> None:
+    """Make this process ``step`` nicer (``nice(2)``) than its parent, so that the kernel
+    gives a core to the processes it waits for first.
+
+    ``serve --receivers`` (issue 16) runs the writer, the receivers and the rules on two
+    cores, and the writer is the one stage that cannot be spread: with equal priorities it
+    waited for a core a third of the time while the machine was a fifth idle, the receivers
+    and the rules having taken its core (benchmarks/README.md, "Priorities"). Failing to
+    change it (a seccomp profile, say) only costs that speed, so it is not an error.
+    """
+    try:
+        os.nice(step)
+    except OSError:
+        pass

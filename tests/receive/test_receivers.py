@@ -236,6 +236,27 @@ def test_the_rules_run_in_a_process_of_their_own(receivers: ServerProcess,
     assert not any(_alive(pid) for pid in children)
 
 
+def niceness(pids: list[int]) -> list[int]:
+    """Each process's nice value, lowest first (the kernel's 20 - priority)."""
+    return sorted(os.getpriority(os.PRIO_PROCESS, pid) for pid in pids)
+
+
+def test_the_writer_goes_first_then_the_receivers_then_the_rules(
+        receivers: ServerProcess) -> None:
+    assert receivers.proc is not None
+    assert _wait(lambda: len(_children(receivers.proc.pid)) == 3)  # type: ignore[union-attr]
+    writer = os.getpriority(os.PRIO_PROCESS, receivers.proc.pid)
+    assert writer == os.getpriority(os.PRIO_PROCESS, 0)  # serve itself is left alone
+    expected = [min(19, writer + 10), min(19, writer + 10), min(19, writer + 19)]
+    children = _children(receivers.proc.pid)
+    # the rules lower theirs once they opened the store
+    assert _wait(lambda: niceness(children) == expected), niceness(children)
+    # ... but not that of the store's writer thread, which holds SQLite's write lock.
+    rules = max(children, key=lambda pid: os.getpriority(os.PRIO_PROCESS, pid))
+    threads = [int(t.name) for t in Path(f"/proc/{rules}/task").iterdir()]
+    assert min(niceness(threads)) == writer
+
+
 def test_no_rules_means_no_rules_process(server_factory: Any, tmp_path: Path) -> None:
     server = server_factory("--receivers", "2", "--no-rules", "--store",
                             f"sqlite:///{tmp_path}/n.db")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from receive.test_receivers import (
     _children,
     _event,
     _wait,
+    niceness,
     send_concurrently,
 )
 from store.conftest import postgres_server, postgres_url  # noqa: F401
@@ -30,6 +32,16 @@ def receivers(server_factory: Any, postgres_url: str) -> ServerProcess:  # noqa:
     assert server.proc is not None
     assert _wait(lambda: len(_children(server.proc.pid)) == 3)  # type: ignore[union-attr]
     return server
+
+
+def test_the_receivers_keep_the_writers_priority_the_rules_yield(
+        receivers: ServerProcess) -> None:
+    """Each receiver is a writer here: none is made nicer; the rules still yield."""
+    assert receivers.proc is not None
+    writer = os.getpriority(os.PRIO_PROCESS, receivers.proc.pid)
+    children = _children(receivers.proc.pid)
+    expected = [writer, writer, min(19, writer + 9)]
+    assert _wait(lambda: niceness(children) == expected), niceness(children)
 
 
 def _stored(url: str) -> int:
