@@ -25,8 +25,9 @@ def tune_for_ingest() -> None:
 
 
 def lower_priority(step: int) -> None:
-    """Make this process ``step`` nicer (``nice(2)``) than its parent, so that the kernel
-    gives a core to the processes it waits for first.
+    """Make the calling thread ``step`` nicer (``nice(2)``; on Linux it applies to one
+    thread, and threads it starts afterwards inherit it), so that the kernel gives a core to
+    the processes it waits for first.
 
     ``serve --receivers`` (issue 16) runs the writer, the receivers and the rules on two
     cores, and the writer is the one stage that cannot be spread: with equal priorities it

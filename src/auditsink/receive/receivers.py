@@ -58,7 +58,7 @@ _PR_SET_PDEATHSIG = 1
 # How much nicer than the writer the receivers run, and the rules than the receivers
 # (runtime.lower_priority): the one SQLite writer is the stage every batch waits for, the
 # receivers are several, and the rules may lag behind by a few seconds. Measured on 2 cores:
-# 1.14x the events/s of equal priorities (benchmarks/README.md, "Priorities").
+# 1.11-1.14x the events/s of equal priorities (benchmarks/README.md, "Priorities").
 RECEIVER_NICE = 10
 RULES_NICE = 9
 
