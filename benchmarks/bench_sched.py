@@ -15,18 +15,15 @@ to N after start (``--renice 0`` undoes the server's own priorities, for a compa
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from benchmarks.run_http import AUDITSINK, LUA, MODES, ensure_data
+from benchmarks.run_http import AUDITSINK, MODES, ensure_data, run_wrk, wait_ready
 
 Sample = tuple[float, dict[tuple[int, int, str], tuple[int, int]], list[int]]
 
@@ -88,19 +85,13 @@ def main() -> None:
     warm = ensure_data(args.data_dir, mode, warm=True)
     tmp = Path(tempfile.mkdtemp(prefix="auditsink-bench-sched-"))
     url = f"http://127.0.0.1:{args.port}/"
+    log = tmp / "server.stderr"
     server = subprocess.Popen(
         [AUDITSINK, "serve", "--listen", f"127.0.0.1:{args.port}", "--format", "none",
          "--store", f"sqlite:///{tmp}/sched.db", "--receivers", "0"],
-        stdout=subprocess.DEVNULL, stderr=(tmp / "server.stderr").open("w"))
+        stdout=subprocess.DEVNULL, stderr=log.open("w"))
     try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # it answers
-            except OSError:
-                time.sleep(0.2)
+        wait_ready(server, args.port, log)
         time.sleep(1)  # the rules process opens the store after the writer
         children = [int(c) for task in Path(f"/proc/{server.pid}/task").glob("*")
                     for c in (task / "children").read_text().split()]
@@ -109,33 +100,24 @@ def main() -> None:
                 for task in Path(f"/proc/{pid}/task").glob("*"):
                     os.setpriority(os.PRIO_PROCESS, int(task.name), args.renice)
         names = {server.pid: "writer", **{pid: f"child {i}" for i, pid in enumerate(children)}}
-        wrk = ["wrk", "-t1", f"-c{args.connections}", "--latency", "-s", str(LUA), url]
-        subprocess.run([*wrk, "-d2s", "--", str(warm), str(mode.events_per_body), "1"],
-                       capture_output=True, check=True)
-        load = subprocess.Popen(["stdbuf", "-oL", *wrk, f"-d{args.duration:g}s", "--",
-                                 str(bodies), str(mode.events_per_body), "1"],
-                                stdout=subprocess.PIPE, text=True)
-        assert load.stdout is not None
-        lines = []
-        for line in load.stdout:  # wrk loads every body before it starts
-            lines.append(line)
-            if line.startswith("Running "):
-                break
-        time.sleep(2)
-        first = snapshot([server.pid, *children])
-        time.sleep(max(1.0, args.duration - 4))
-        last = snapshot([server.pid, *children])
-        lines.extend(load.stdout)
-        load.wait()
-        match = re.search(r"^WRK_RESULT (\{.*\})$", "".join(lines), re.M)
-        if match is None:
-            raise SystemExit("wrk failed:\n" + "".join(lines))
-        result = json.loads(match.group(1))
+        run_wrk(url, warm, mode, args.connections, 2, None)
+        samples: list[Sample] = []
+
+        def sample_middle() -> None:  # from 2 s into the load until 2 s before its end
+            time.sleep(2)
+            samples.append(snapshot([server.pid, *children]))
+            time.sleep(max(1.0, args.duration - 4))
+            samples.append(snapshot([server.pid, *children]))
+
+        sampler = threading.Thread(target=sample_middle)
+        result, _, _ = run_wrk(url, bodies, mode, args.connections, args.duration, None,
+                               on_start=sampler.start)
+        sampler.join()
         seconds = result["duration_us"] / 1e6
         print(f"{result['requests'] * mode.events_per_body / seconds:,.0f} events/s, p50"
               f" {result['latency_us']['p50'] / 1000:.0f} ms, p99"
               f" {result['latency_us']['p99'] / 1000:.0f} ms, {result['non2xx']} not 200")
-        report(first, last, names)
+        report(samples[0], samples[1], names)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)

@@ -440,7 +440,7 @@ def _run_with_receivers(settings: Settings, count: int) -> None:
         raise ServiceError("a receiver process exited unexpectedly (see the log above)")
 
 
-def _run_rules(settings: Settings, nice: int = 0) -> int:
+def _run_rules(settings: Settings, nice: int) -> int:
     """The rules process of ``serve --receivers``: the detector over its own connection to
     the store, until SIGTERM (notifiers and outputs stay with the writer); it evaluates
     ``nice`` steps nicer than the writer."""
