@@ -4,6 +4,7 @@ The behaviour every backend shares is tested in test_store.py, on SQLite and Pos
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -15,9 +16,12 @@ from typing import Any
 import pytest
 
 from auditsink.model import decode_body
+from auditsink.store._rows import KEY_COLUMNS, row_strings
 from auditsink.store.base import Selector, StoreError, open_store
 from auditsink.store.postgres import PostgresStore
 from auditsink.store.sqlite import SQLiteStore, path_from_url
+from auditsink.store.sqlite import writer as sqlite_writer
+from auditsink.store.sqlite.rows import DECODER, ENCODER, prepare
 from auditsink.timeutil import format_micros
 
 
@@ -244,3 +248,79 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         _store(tmp_path)
 
 
+
+
+def _events_as_stored(path: str) -> list[tuple[Any, ...]]:
+    """Each row's interned columns (KEY_COLUMNS) as their strings, in log order; an
+    impersonated user of 0 (nobody) as None."""
+    conn = sqlite3.connect(path)
+    try:
+        names = dict(conn.execute("SELECT id, value FROM strings"))
+        rows = conn.execute(f"SELECT {', '.join(KEY_COLUMNS)} FROM events ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    at = KEY_COLUMNS.index("impersonated_user")
+    return [tuple(None if (i == at and v == 0) else names[v] for i, v in enumerate(row))
+            for row in rows]
+
+
+def _expected(items: list[Any]) -> list[tuple[Any, ...]]:
+    at = KEY_COLUMNS.index("impersonated_user")
+    return [tuple(None if (i == at and v == "") else v
+                  for i, v in enumerate(row_strings(item.event))) for item in items]
+
+
+def _varied_items(count: int, salt: str = "") -> list[Any]:
+    lines = [{"level": "Metadata", "auditID": f"v{salt}-{i}", "stage": "ResponseComplete",
+              "verb": ["get", "list", "delete"][i % 3],
+              "user": {"username": f"user-{i % 4}", "groups": ["system:authenticated"]},
+              "sourceIPs": ["10.0.0.1"], "userAgent": "kubectl/v1.20.2",
+              "requestURI": f"/api/v1/namespaces/ns-{i % 2}/pods/p{salt}{i}",
+              "objectRef": {"resource": "pods", "namespace": f"ns-{i % 2}", "name": f"p{i}"},
+              **({"impersonatedUser": {"username": "bob"}} if i % 5 == 0 else {}),
+              "stageTimestamp": format_micros(1_795_000_000_000_000 + i),
+              "requestReceivedTimestamp": format_micros(1_795_000_000_000_000 + i)}
+             for i in range(count)]
+    items, bad = decode_body(json.dumps(lines).encode())
+    assert not bad
+    return items
+
+
+def test_a_receivers_rows_are_stored_as_the_writers_own(tmp_path: Path) -> None:
+    # serve --receivers: the receiver builds the rows and their table of strings, they cross
+    # a socket as msgpack, the writer interns the table. The same events written in-process
+    # must give the same rows, "" impersonated user as nobody (0) in both.
+    items = _varied_items(40)  # >= COMPRESS_FROM: the receiver compresses the bodies
+    few = _varied_items(3, salt="x")  # < COMPRESS_FROM: the writer compresses them
+    (tmp_path / "own").mkdir()
+    (tmp_path / "relayed").mkdir()
+    own = _store(tmp_path / "own")
+    own.write(items)
+    own.write(few)
+    own.close()
+    relayed = _store(tmp_path / "relayed")
+
+    async def send() -> None:
+        for batch in (items, few):
+            prepared = DECODER.decode(ENCODER.encode(prepare(batch, "", [], 3, 128)))
+            result = await relayed.submit_prepared(prepared)
+            assert result.stored == len(batch)
+
+    asyncio.run(send())
+    relayed.close()
+    expected = _expected(items + few)
+    assert _events_as_stored(own.path) == expected
+    assert _events_as_stored(relayed.path) == expected
+    assert sum(row[KEY_COLUMNS.index("impersonated_user")] == "bob" for row in expected) == 9
+
+
+def test_the_string_cache_starting_over_mid_batch_keeps_every_id_right(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_writer, "STRING_CACHE", 10)
+    store = _store(tmp_path)
+    batches = [_varied_items(30, salt=str(n)) for n in range(3)]
+    for batch in batches:
+        store.write(batch)
+    assert len(store._interner.known) <= 30 * 3 + 10  # type: ignore[union-attr]
+    store.close()
+    assert _events_as_stored(store.path) == _expected([i for b in batches for i in b])

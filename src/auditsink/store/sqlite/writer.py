@@ -14,7 +14,7 @@ import zstandard
 from auditsink.store._rows import NOBODY, REJECTED_BODY_BYTES
 from auditsink.store._writer import Task
 from auditsink.store.base import WriteResult
-from auditsink.store.sqlite.rows import PreparedBatch, Row, pack_audit_id, row_of
+from auditsink.store.sqlite.rows import PreparedBatch, Row, pack_audit_id, rows_of
 
 __all__ = ["Interner", "insert", "pack_audit_id"]
 
@@ -24,10 +24,11 @@ INSERT = (
     " subresource, namespace, impersonated_user, uri)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-# Past this many distinct (verb, user, ..., uri) tuples the lookup cache starts over, and past
-# this many strings the dictionary cache does: memory stays bounded whatever senders send.
-KEY_CACHE = 100_000
+# Past this many strings the dictionary cache starts over: memory stays bounded whatever
+# senders send.
 STRING_CACHE = 200_000
+# Strings looked up in one statement (a power of two; SQLite allows 32,766 parameters).
+LOOKUP_CHUNK = 512
 
 
 class Interner:
@@ -45,8 +46,7 @@ class Interner:
 
     def reload(self, conn: sqlite3.Connection) -> None:
         """Start over (after a rollback took the ids it handed out, or a sweep)."""
-        self.ids: dict[str, int] = {}
-        self.keys: dict[tuple[str, ...], tuple[int, ...]] = {}
+        self.known: dict[str, int] = {}
         self.clusters: set[str] = {row[0] for row in conn.execute("SELECT name FROM clusters")}
         self.generation = generation(conn)
 
@@ -56,36 +56,54 @@ class Interner:
             self.reload(conn)
 
     def intern(self, conn: sqlite3.Connection, value: str) -> int:
-        ident = self.ids.get(value)
+        ident = self.known.get(value)
         if ident is None:
-            if len(self.ids) > STRING_CACHE:
-                self.ids.clear()
+            if len(self.known) > STRING_CACHE:
+                self.known.clear()
             row = conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
             if row is None:
                 row = conn.execute("INSERT INTO strings (value) VALUES (?) RETURNING id",
                                    (value,)).fetchone()
-            ident = self.ids[value] = int(row[0])
+            ident = self.known[value] = int(row[0])
         return ident
 
-    def row_ids(self, conn: sqlite3.Connection, strings: tuple[str, ...]) -> tuple[int, ...]:
-        """Dictionary ids of :func:`row_strings`. All but the last (the request path) are
-        few and shared by most events, so they are looked up at once, as one tuple; the path
-        names objects and has as many values as a cluster has objects (a fifth of the
-        generated events brought a new one), so it is looked up alone: a new path costs one
-        lookup, not eleven."""
-        head = strings[:-1]
-        ids = self.keys.get(head)
-        if ids is None:
-            if len(self.keys) > KEY_CACHE:
-                self.keys.clear()
-            intern = self.intern
-            found = [intern(conn, value) for value in head[:-1]]
-            found.append(intern(conn, head[-1]) if head[-1] else NOBODY)
-            ids = self.keys[head] = tuple(found)
-        uri = self.ids.get(strings[-1])
-        if uri is None:
-            uri = self.intern(conn, strings[-1])
-        return (*ids, uri)
+    def ids(self, conn: sqlite3.Connection, strings: list[str]) -> tuple[list[int], list[int]]:
+        """Dictionary ids of a batch's string table (rows.rows_of), and the same for the
+        impersonated-user column, where "" (index 0) is :data:`NOBODY`.
+
+        The strings not cached are looked up, and the new ones inserted, a few statements
+        for the whole batch: new request paths come with a fifth of the generated events,
+        and two statements for each were a sixth of the writer thread (bench_stages).
+        """
+        known = self.known
+        missing = [value for value in strings if value not in known]
+        if missing:
+            if len(known) + len(missing) > STRING_CACHE:
+                known.clear()
+                missing = strings
+            self._look_up(conn, missing)
+        ids = [known[value] for value in strings]
+        as_user = ids.copy()
+        as_user[0] = NOBODY
+        return ids, as_user
+
+    def _look_up(self, conn: sqlite3.Connection, values: list[str]) -> None:
+        """Cache the ids of ``values`` (distinct), inserting those the file lacks."""
+        known = self.known
+        for start in range(0, len(values), LOOKUP_CHUNK):
+            chunk = values[start:start + LOOKUP_CHUNK]
+            # Padded to a power of two with repeats: a few statements to prepare, not one
+            # per length.
+            size = 1 << (len(chunk) - 1).bit_length()
+            known.update(conn.execute(
+                f"SELECT value, id FROM strings WHERE value IN ({','.join('?' * size)})",
+                chunk + chunk[:1] * (size - len(chunk))))
+        new = [(value,) for value in values if value not in known]
+        if new:
+            # One writer, inside its transaction: the new rows are those past the last id.
+            last = conn.execute("SELECT max(id) FROM strings").fetchone()[0] or 0
+            conn.executemany("INSERT INTO strings (value) VALUES (?)", new)
+            known.update(conn.execute("SELECT value, id FROM strings WHERE id > ?", (last,)))
 
     def cluster(self, conn: sqlite3.Connection, name: str) -> int:
         if name not in self.clusters:
@@ -111,7 +129,7 @@ def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task], leve
     """
     now = time.time()
     loose: list[tuple[int, bytes]] = []  # (time, bytes) of the bodies compressed here
-    batches: list[tuple[Task, list[Row], list[tuple[int, int, int]] | None]] = []
+    batches: list[tuple[Task, list[Row], list[str], list[tuple[int, int, int]] | None]] = []
     for task in tasks:
         prepared: PreparedBatch | None = task.prepared
         bad = prepared.bad_items() if prepared is not None else task.bad
@@ -121,32 +139,34 @@ def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task], leve
                 [(now, task.cluster, f"item {b.index}: {b.error}",
                   b.snippet.encode()[:REJECTED_BODY_BYTES]) for b in bad])
         if prepared is None:
-            rows = [row_of(item.event) for item in task.items]
+            rows, strings = rows_of([item.event for item in task.items])
             loose.extend(zip([row[0] for row in rows], [item.raw for item in task.items]))
-            batches.append((task, rows, None))
+            batches.append((task, rows, strings, None))
         elif prepared.blobs:
             ids = [_insert_blob(conn, max_time, data) for max_time, data in prepared.blobs]
-            batches.append((task, prepared.rows,
+            batches.append((task, prepared.rows, prepared.strings,
                             [(ids[blob], offset, length)
                              for blob, offset, length in prepared.places]))
         else:
             loose.extend(zip([row[0] for row in prepared.rows], prepared.raws))
-            batches.append((task, prepared.rows, None))
+            batches.append((task, prepared.rows, prepared.strings, None))
     places = _write_blobs(conn, loose, level, blob_events)
     duplicates = 0
     position = 0
-    for task, rows, own_places in batches:
+    for task, rows, strings, own_places in batches:
         if not rows:
             continue  # only undecodable items in this batch
         cluster = interner.cluster(conn, task.cluster)
-        row_ids = interner.row_ids
+        ids, as_user = interner.ids(conn, strings)
         if own_places is None:
             own_places = places[position:position + len(rows)]
             position += len(rows)
-        values = [(when, audit_id, cluster, stage, rank, name, code, decision, *place,
-                   *row_ids(conn, strings))
-                  for (when, audit_id, stage, rank, name, code, decision, strings), place
-                  in zip(rows, own_places)]
+        # Spelled out, not sliced and mapped: this builds every row the store inserts, and
+        # indexing is the cheapest (bench_stages). The order is INSERT's (KEY_COLUMNS').
+        values = [(r[0], r[1], cluster, r[2], r[3], r[4], r[5], r[6], *place,
+                   ids[r[7]], ids[r[8]], ids[r[9]], ids[r[10]], ids[r[11]], ids[r[12]],
+                   ids[r[13]], ids[r[14]], ids[r[15]], as_user[r[16]], ids[r[17]])
+                  for r, place in zip(rows, own_places)]
         before = conn.total_changes
         conn.executemany(INSERT, values)
         stored = conn.total_changes - before
