@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import zstandard
+
 from auditsink.model import decode_body
 from auditsink.pipeline import Pipeline
 from auditsink.store._writer import Task
@@ -38,6 +40,7 @@ from benchmarks.generate_data import eventlist_bodies
 def receiver_round(bodies: list[bytes]) -> tuple[dict[str, float], list[bytes]]:
     """Seconds of CPU per receiver stage over ``bodies``, and the frames it would send."""
     pipeline = Pipeline()
+    compressor = zstandard.ZstdCompressor(level=3)
     clock = time.thread_time
     spent = dict.fromkeys(("decode", "admit", "prepare", "encode"), 0.0)
     frames = []
@@ -47,7 +50,7 @@ def receiver_round(bodies: list[bytes]) -> tuple[dict[str, float], list[bytes]]:
         decoded = clock()
         kept = pipeline.admit(items, "")
         admitted = clock()
-        batch = prepare(kept, "", bad, 3, 128)
+        batch = prepare(kept, "", bad, compressor, 128)
         prepared = clock()
         frames.append(ENCODER.encode(batch))
         spent["decode"] += decoded - start

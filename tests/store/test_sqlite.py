@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from auditsink.model import decode_body
 from auditsink.store._rows import KEY_COLUMNS, row_strings
+from auditsink.store._writer import Task
 from auditsink.store.base import Selector, StoreError, open_store
 from auditsink.store.postgres import PostgresStore
 from auditsink.store.sqlite import SQLiteStore, path_from_url
@@ -302,7 +304,8 @@ def test_a_receivers_rows_are_stored_as_the_writers_own(tmp_path: Path) -> None:
 
     async def send() -> None:
         for batch in (items, few):
-            prepared = DECODER.decode(ENCODER.encode(prepare(batch, "", [], 3, 128)))
+            built = prepare(batch, "", [], zstandard.ZstdCompressor(), 128)
+            prepared = DECODER.decode(ENCODER.encode(built))
             result = await relayed.submit_prepared(prepared)
             assert result.stored == len(batch)
 
@@ -324,3 +327,24 @@ def test_the_string_cache_starting_over_mid_batch_keeps_every_id_right(
     assert len(store._interner.known) <= 30 * 3 + 10  # type: ignore[union-attr]
     store.close()
     assert _events_as_stored(store.path) == _expected([i for b in batches for i in b])
+
+
+def test_one_commit_of_several_batches_tells_each_its_own_duplicates(tmp_path: Path) -> None:
+    # The writer inserts a whole group in one statement: the duplicates it reports must still
+    # be each batch's own, by position in that batch, whether built here or by a receiver.
+    store = open_store(f"sqlite:///{tmp_path}/a.db")
+    assert isinstance(store, SQLiteStore)
+    store.open(start_writer=False)  # the commit runs here, on this thread
+    items = _varied_items(8)
+    built = prepare([items[6], items[1], items[7]], "", [], zstandard.ZstdCompressor(), 128)
+    tasks = [Task(items[0:3], "", lambda _task: None),
+             Task([items[3], items[2], items[4], items[3]], "", lambda _task: None),
+             Task([], "", lambda _task: None, (), DECODER.decode(ENCODER.encode(built))),
+             Task([items[5]], "other", lambda _task: None)]
+    store._commit_group(tasks)
+    assert [task.error for task in tasks] == [None] * 4
+    assert [(t.result.stored, t.result.duplicates, t.result.duplicate_items)
+            for t in tasks] == [(3, 0, ()), (2, 2, (1, 3)), (2, 1, (1,)), (1, 0, ())]
+    store.close()
+    assert _events_as_stored(store.path) == _expected(
+        [*items[0:3], items[3], items[4], items[6], items[7], items[5]])

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+import zstandard
 from prometheus_client.core import HistogramMetricFamily, Metric
 
 from auditsink.metrics import LATENCY_BUCKETS, Metrics
@@ -93,7 +94,7 @@ class RelayClient:
         self.queue = queue
         self.url = url
         self.queue_events = queue_events
-        self.level = compression_level
+        self.compressor = zstandard.ZstdCompressor(level=compression_level)
         self.blob_events = blob_events
         self.last_commit_seconds = 0.0
         self._ids = itertools.count(1)
@@ -117,7 +118,7 @@ class RelayClient:
         queued = self.queue.get()
         if queued and queued + len(items) > self.queue_events:
             raise Overloaded(retry_after=1)
-        prepared = prepare(items, cluster, bad, self.level, self.blob_events)
+        prepared = prepare(items, cluster, bad, self.compressor, self.blob_events)
         ident = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = future

@@ -22,6 +22,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import zstandard
+
 from auditsink.selector import Selector, bounded
 from auditsink.store._rows import KEY_COLUMNS
 from auditsink.store._writer import GroupCommitWriter, Task
@@ -84,7 +86,9 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
         self.sync = sync
         self._init_writer(queue_events, group_events)
         self._init_reads()
-        self._level = compression_level
+        # Reused by every commit (the writer thread's alone): a new one cost as much as
+        # compressing a few events' bodies, which is what a blocking-mode commit compresses.
+        self._compressor = zstandard.ZstdCompressor(level=compression_level)
         self.blob_events = blob_events
         self._conn: sqlite3.Connection | None = None
         self._interner: Interner | None = None
@@ -94,6 +98,7 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
         self.checkpoint_interval = checkpoint_interval
         self._swept_at = float("-inf")
         self._audit_runs = 0  # runs of audit_ids known to be indexed (audit_ids.py)
+        self._top = 0  # the log's last position as this writer counted it (_index_audit_ids)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -123,6 +128,7 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
                 audit_ids.catch_up(conn, self.path)
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"store {self.url!r}: cannot index {self.path}: {exc}") from None
+        self._top = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
         if start_writer:
             self._audit_runs = audit_ids.indexed_runs(conn)
             # No commit waits for a checkpoint: the writer never checkpoints on its own, a
@@ -175,8 +181,8 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
         try:
             conn.execute("BEGIN IMMEDIATE")
             self._interner.check(conn)
-            self.duplicates += insert(conn, self._interner, tasks, self._level,
-                                      self.blob_events)
+            stored, duplicates = insert(conn, self._interner, tasks, self._compressor,
+                                        self.blob_events)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -187,13 +193,22 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
                 task.error = exc
             return
         self.commits += 1
+        self.duplicates += duplicates
         self.last_commit_seconds = time.perf_counter() - started
-        self._index_audit_ids(conn)
+        self._index_audit_ids(conn, stored)
 
-    def _index_audit_ids(self, conn: sqlite3.Connection) -> None:
+    def _index_audit_ids(self, conn: sqlite3.Connection, stored: int) -> None:
         """Once the log holds a whole run past the indexed ones, index it (audit_ids.py):
-        after the commit, so that no acknowledgement waits for it."""
-        top = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+        after the commit, so that no acknowledgement waits for it.
+
+        The writer counts the rows it stores instead of asking for ``max(id)`` after every
+        commit (a tenth of a one-event commit); the file is asked only when the count
+        reaches a run, so rows another process added (``auditsink import`` into the same
+        file) are found then, at most a run late: lookups scan the tail meanwhile."""
+        self._top += stored
+        if self._top < (self._audit_runs + 1) * audit_ids.RUN:
+            return
+        top = self._top = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
         if top < (self._audit_runs + 1) * audit_ids.RUN:
             return
         try:

@@ -111,15 +111,15 @@ def rows_of(events: Iterable[Event]) -> tuple[list[Row], list[str]]:
     return rows, list(table)
 
 
-def prepare(items: Sequence[Item], cluster: str, bad: Sequence[BadItem], level: int,
-            blob_events: int) -> PreparedBatch:
-    """Build the rows of a batch, and compress its bodies unless it is small."""
+def prepare(items: Sequence[Item], cluster: str, bad: Sequence[BadItem],
+            compressor: zstandard.ZstdCompressor, blob_events: int) -> PreparedBatch:
+    """Build the rows of a batch, and compress its bodies unless it is small (with
+    ``compressor``: one per receiver, reused)."""
     rows, strings = rows_of([item.event for item in items])
     bad_rows = [(b.index, b.error, b.snippet) for b in bad]
     if len(items) < COMPRESS_FROM:
         return PreparedBatch(cluster, strings, rows, raws=[item.raw for item in items],
                              bad=bad_rows)
-    compressor = zstandard.ZstdCompressor(level=level)
     blobs: list[tuple[int, bytes]] = []
     places: list[tuple[int, int, int]] = []
     for start in range(0, len(items), blob_events):

@@ -118,18 +118,26 @@ def generation(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task], level: int,
-           blob_events: int) -> int:
+def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task],
+           compressor: zstandard.ZstdCompressor, blob_events: int) -> tuple[int, int]:
     """Compress the group's bodies into blobs, then insert one row per event; sets each
-    task's result and returns how many rows were duplicates.
+    task's result and returns how many rows were stored and how many were duplicates.
 
     A task holds decoded items (this process received them) or a :class:`PreparedBatch` a
     receiver process built; bodies a receiver did not compress are compressed here with the
-    rest of the group.
+    rest of the group. The whole group is one ``executemany``, and the rows of this
+    process's tasks share one table of strings: in blocking mode a group is a few one-event
+    tasks, and a table, a lookup and an ``executemany`` for each were a third of a commit.
     """
     now = time.time()
-    loose: list[tuple[int, bytes]] = []  # (time, bytes) of the bodies compressed here
-    batches: list[tuple[Task, list[Row], list[str], list[tuple[int, int, int]] | None]] = []
+    own = [item for task in tasks if task.prepared is None for item in task.items]
+    own_rows, own_strings = rows_of([item.event for item in own])
+    own_ids = interner.ids(conn, own_strings) if own else ([], [])
+    loose: list[tuple[int, bytes]] = [(row[0], item.raw) for row, item in zip(own_rows, own)]
+    # Per task: its rows, the ids of their strings, and their places when its blobs are its own.
+    parts: list[tuple[Task, list[Row], tuple[list[int], list[int]],
+                      list[tuple[int, int, int]] | None]] = []
+    taken = 0
     for task in tasks:
         prepared: PreparedBatch | None = task.prepared
         bad = prepared.bad_items() if prepared is not None else task.bad
@@ -139,42 +147,49 @@ def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task], leve
                 [(now, task.cluster, f"item {b.index}: {b.error}",
                   b.snippet.encode()[:REJECTED_BODY_BYTES]) for b in bad])
         if prepared is None:
-            rows, strings = rows_of([item.event for item in task.items])
-            loose.extend(zip([row[0] for row in rows], [item.raw for item in task.items]))
-            batches.append((task, rows, strings, None))
-        elif prepared.blobs:
-            ids = [_insert_blob(conn, max_time, data) for max_time, data in prepared.blobs]
-            batches.append((task, prepared.rows, prepared.strings,
-                            [(ids[blob], offset, length)
-                             for blob, offset, length in prepared.places]))
+            rows = own_rows[taken:taken + len(task.items)]
+            taken += len(rows)
+            parts.append((task, rows, own_ids, None))
+            continue
+        table = interner.ids(conn, prepared.strings) if prepared.rows else ([], [])
+        if prepared.blobs:
+            blobs = [_insert_blob(conn, max_time, data) for max_time, data in prepared.blobs]
+            parts.append((task, prepared.rows, table,
+                          [(blobs[blob], offset, length)
+                           for blob, offset, length in prepared.places]))
         else:
             loose.extend(zip([row[0] for row in prepared.rows], prepared.raws))
-            batches.append((task, prepared.rows, prepared.strings, None))
-    places = _write_blobs(conn, loose, level, blob_events)
-    duplicates = 0
-    position = 0
-    for task, rows, strings, own_places in batches:
-        if not rows:
-            continue  # only undecodable items in this batch
-        cluster = interner.cluster(conn, task.cluster)
-        ids, as_user = interner.ids(conn, strings)
-        if own_places is None:
-            own_places = places[position:position + len(rows)]
-            position += len(rows)
+            parts.append((task, prepared.rows, table, None))
+    # The own tasks' bodies come first in ``loose``, then the small prepared batches'.
+    places = _write_blobs(conn, loose, compressor, blob_events)
+    next_own, next_other = 0, len(own)
+    values: list[tuple[Any, ...]] = []
+    spans: list[tuple[Task, int, int]] = []
+    for task, rows, (ids, as_user), task_places in parts:
+        if task_places is None and task.prepared is None:
+            task_places = places[next_own:next_own + len(rows)]
+            next_own += len(rows)
+        elif task_places is None:
+            task_places = places[next_other:next_other + len(rows)]
+            next_other += len(rows)
+        cluster = interner.cluster(conn, task.cluster) if rows else 0
+        spans.append((task, len(values), len(rows)))
         # Spelled out, not sliced and mapped: this builds every row the store inserts, and
         # indexing is the cheapest (bench_stages). The order is INSERT's (KEY_COLUMNS').
-        values = [(r[0], r[1], cluster, r[2], r[3], r[4], r[5], r[6], *place,
-                   ids[r[7]], ids[r[8]], ids[r[9]], ids[r[10]], ids[r[11]], ids[r[12]],
-                   ids[r[13]], ids[r[14]], ids[r[15]], as_user[r[16]], ids[r[17]])
-                  for r, place in zip(rows, own_places)]
-        before = conn.total_changes
-        conn.executemany(INSERT, values)
-        stored = conn.total_changes - before
-        repeated = _duplicate_items(conn, values, stored) if stored < len(rows) else ()
-        task.result = WriteResult(stored=stored, duplicates=len(rows) - stored,
-                                  duplicate_items=repeated)
-        duplicates += len(rows) - stored
-    return duplicates
+        values += [(r[0], r[1], cluster, r[2], r[3], r[4], r[5], r[6], *place,
+                    ids[r[7]], ids[r[8]], ids[r[9]], ids[r[10]], ids[r[11]], ids[r[12]],
+                    ids[r[13]], ids[r[14]], ids[r[15]], as_user[r[16]], ids[r[17]])
+                   for r, place in zip(rows, task_places)]
+    before = conn.total_changes
+    conn.executemany(INSERT, values)
+    stored = conn.total_changes - before
+    repeated = set(_duplicate_items(conn, values, stored)) if stored < len(values) else set()
+    for task, first, count in spans:
+        left_out = tuple(index - first for index in range(first, first + count)
+                         if index in repeated) if repeated else ()
+        task.result = WriteResult(stored=count - len(left_out), duplicates=len(left_out),
+                                  duplicate_items=left_out)
+    return stored, len(values) - stored
 
 
 def _duplicate_items(conn: sqlite3.Connection, rows: list[tuple[Any, ...]],
@@ -201,14 +216,14 @@ def _insert_blob(conn: sqlite3.Connection, max_time: int, data: bytes) -> int:
     return int(row[0])
 
 
-def _write_blobs(conn: sqlite3.Connection, bodies: list[tuple[int, bytes]], level: int,
+def _write_blobs(conn: sqlite3.Connection, bodies: list[tuple[int, bytes]],
+                 compressor: zstandard.ZstdCompressor,
                  blob_events: int) -> list[tuple[int, int, int]]:
     """Compress bodies in chunks of ``blob_events``; (blob, offset, length) per body.
 
     Chunks keep one event's read cheap (decompress ~100 KB, not a whole group commit) while
     still compressing the repeated keys and values of neighbouring events.
     """
-    compressor = zstandard.ZstdCompressor(level=level)
     places: list[tuple[int, int, int]] = []
     for start in range(0, len(bodies), blob_events):
         chunk = bodies[start:start + blob_events]
