@@ -1,12 +1,13 @@
-"""Where each thread of ``serve --receivers`` spends a batch run: on a core, or waiting for one.
+"""Where each thread of ``serve --receivers`` spends a run under load: on a core, or waiting.
 
     flock /tmp/auditsink-bench.lock python -m benchmarks.bench_sched
     flock /tmp/auditsink-bench.lock python -m benchmarks.bench_sched --renice 0   # equal
 
-Starts ``auditsink serve --receivers 0`` on a fresh SQLite file, warms it up, loads it with wrk
-(run_http's batch bodies, generated on first use) and reads ``/proc/<pid>/task/<tid>/schedstat``
-of every thread of the process tree over the middle of the run: the share of the wall time
-each spent running and waiting on a run queue, and the machine's idle time. A stage that
+Starts ``auditsink serve --receivers 0`` (or ``--receivers N``) on a fresh SQLite file, warms
+it up, loads it with wrk (run_http's batch bodies, or its one-event ones with ``--mode
+blocking``; generated on first use) and reads ``/proc/<pid>/task/<tid>/schedstat`` of every
+thread of the process tree over the middle of the run: the share of the wall time each spent
+running and waiting on a run queue, and the machine's idle time. A stage that
 waits for a core while the machine is idle is a scheduling problem, not a CPU one (the
 "Priorities" section of benchmarks/README.md). ``--renice N`` sets every child's nice value
 to N after start (``--renice 0`` undoes the server's own priorities, for a comparison).
@@ -72,6 +73,10 @@ def report(first: Sample, last: Sample, names: dict[int, str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(MODES), default="batch",
+                        help="run_http's bodies: 400 events each, or one (blocking)")
+    parser.add_argument("--receivers", type=int, default=0,
+                        help="serve --receivers (0: one per core; 1: everything in one process)")
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of load")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--renice", type=int, default=None,
@@ -80,7 +85,7 @@ def main() -> None:
                         default=Path(tempfile.gettempdir()) / "auditsink-bench-data")
     parser.add_argument("--port", type=int, default=18555)
     args = parser.parse_args()
-    mode = MODES["batch"]
+    mode = MODES[args.mode]
     bodies = ensure_data(args.data_dir, mode, warm=False)
     warm = ensure_data(args.data_dir, mode, warm=True)
     tmp = Path(tempfile.mkdtemp(prefix="auditsink-bench-sched-"))
@@ -88,7 +93,7 @@ def main() -> None:
     log = tmp / "server.stderr"
     server = subprocess.Popen(
         [AUDITSINK, "serve", "--listen", f"127.0.0.1:{args.port}", "--format", "none",
-         "--store", f"sqlite:///{tmp}/sched.db", "--receivers", "0"],
+         "--store", f"sqlite:///{tmp}/sched.db", "--receivers", str(args.receivers)],
         stdout=subprocess.DEVNULL, stderr=log.open("w"))
     try:
         wait_ready(server, args.port, log)
