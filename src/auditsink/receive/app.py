@@ -10,12 +10,11 @@ malformed item never costs its valid neighbours.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
-
-import msgspec
 
 from auditsink.model import BodyError, BodyTooLarge, TooManyItems, decode_body, gunzip
 from auditsink.pipeline import Pipeline
@@ -25,8 +24,6 @@ from auditsink.store.base import Overloaded
 from auditsink.textsafe import cut, printable
 
 log = logging.getLogger("auditsink.receive")
-# Every answer's body; json.dumps took a twentieth of the event loop in blocking mode.
-_encode_json = msgspec.json.Encoder().encode
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -329,7 +326,7 @@ def _client(scope: Scope) -> str:
 
 async def _json(send: Send, status: int, payload: dict[str, Any],
                 extra: list[tuple[bytes, bytes]] | None = None) -> int:
-    body = _encode_json(payload)
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if extra:
         headers.extend(extra)
