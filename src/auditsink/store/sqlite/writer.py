@@ -133,7 +133,7 @@ def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task],
     own = [item for task in tasks if task.prepared is None for item in task.items]
     own_rows, own_strings = rows_of([item.event for item in own])
     own_ids = interner.ids(conn, own_strings) if own else ([], [])
-    loose: list[tuple[int, bytes]] = [(row[0], item.raw) for row, item in zip(own_rows, own)]
+    loose: list[tuple[int, bytes]] = []  # (time, bytes) of the bodies compressed here
     # Per task: its rows, the ids of their strings, and their places when its blobs are its own.
     parts: list[tuple[Task, list[Row], tuple[list[int], list[int]],
                       list[tuple[int, int, int]] | None]] = []
@@ -149,6 +149,7 @@ def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task],
         if prepared is None:
             rows = own_rows[taken:taken + len(task.items)]
             taken += len(rows)
+            loose.extend(zip([row[0] for row in rows], [item.raw for item in task.items]))
             parts.append((task, rows, own_ids, None))
             continue
         table = interner.ids(conn, prepared.strings) if prepared.rows else ([], [])
@@ -160,18 +161,14 @@ def insert(conn: sqlite3.Connection, interner: Interner, tasks: list[Task],
         else:
             loose.extend(zip([row[0] for row in prepared.rows], prepared.raws))
             parts.append((task, prepared.rows, table, None))
-    # The own tasks' bodies come first in ``loose``, then the small prepared batches'.
     places = _write_blobs(conn, loose, compressor, blob_events)
-    next_own, next_other = 0, len(own)
+    position = 0
     values: list[tuple[Any, ...]] = []
     spans: list[tuple[Task, int, int]] = []
     for task, rows, (ids, as_user), task_places in parts:
-        if task_places is None and task.prepared is None:
-            task_places = places[next_own:next_own + len(rows)]
-            next_own += len(rows)
-        elif task_places is None:
-            task_places = places[next_other:next_other + len(rows)]
-            next_other += len(rows)
+        if task_places is None:  # its bodies are in ``loose``, in task order
+            task_places = places[position:position + len(rows)]
+            position += len(rows)
         cluster = interner.cluster(conn, task.cluster) if rows else 0
         spans.append((task, len(values), len(rows)))
         # Spelled out, not sliced and mapped: this builds every row the store inserts, and
