@@ -11,7 +11,7 @@ that what a change saves can be told from the host's noise:
   redaction and no policy), ``prepare`` (rows.prepare: the rows and their zstd blobs),
   ``encode`` (msgpack, what crosses the socket);
 - writer: ``decode`` (msgpack) and ``commit`` (the store's ``_commit_group`` over groups of
-  ``--group`` batches, as the writer thread takes them: interning, the inserts, COMMIT, and
+  ``--group`` batches, as the writer thread takes them: interning, the inserts and
   COMMIT) and ``runs`` (the part of it that indexes the auditIDs and objects of a run once
   the log holds one, audit_ids.py), into a fresh file with the writer's cache;
   ``--drop-index NAME`` (repeatable) drops an index of the events table first, to see what
@@ -72,10 +72,11 @@ def writer_round(frames: list[bytes], group: int, drop: list[str],
     copy of ``store_from``)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stages.db"
-        if store_from is not None:
-            shutil.copyfile(store_from, path)
-            with open(path, "rb+") as copy:  # no writeback of the copy during the round
-                os.fsync(copy.fileno())
+        for suffix in ("", "-wal") if store_from is not None else ():
+            if Path(f"{store_from}{suffix}").exists():
+                shutil.copyfile(f"{store_from}{suffix}", f"{path}{suffix}")
+                with open(f"{path}{suffix}", "rb+") as copy:  # no writeback during the round
+                    os.fsync(copy.fileno())
         store = SQLiteStore(f"sqlite:///{path}", checkpoint_interval=0)
         store.open(start_writer=False)  # the commits run here, on this thread
         try:
