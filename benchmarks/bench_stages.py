@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -40,6 +38,7 @@ from auditsink.pipeline import Pipeline
 from auditsink.store._writer import Task
 from auditsink.store.sqlite import WRITER_CACHE_KIB, SQLiteStore, audit_ids
 from auditsink.store.sqlite.rows import DECODER, ENCODER, prepare
+from benchmarks.bench_store import copy_store
 from benchmarks.generate_data import eventlist_bodies
 
 
@@ -72,11 +71,8 @@ def writer_round(frames: list[bytes], group: int, drop: list[str],
     copy of ``store_from``)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stages.db"
-        for suffix in ("", "-wal") if store_from is not None else ():
-            if Path(f"{store_from}{suffix}").exists():
-                shutil.copyfile(f"{store_from}{suffix}", f"{path}{suffix}")
-                with open(f"{path}{suffix}", "rb+") as copy:  # no writeback during the round
-                    os.fsync(copy.fileno())
+        if store_from is not None:
+            copy_store(store_from, path)
         store = SQLiteStore(f"sqlite:///{path}", checkpoint_interval=0)
         store.open(start_writer=False)  # the commits run here, on this thread
         try:

@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from auditsink.model import Item, decode_body
@@ -45,6 +46,18 @@ def _batches(n_events: int, seed: int) -> list[list[Item]]:
         assert not bad
         batches.append(items)
     return batches
+
+
+def copy_store(source: Path | str, db: Path | str) -> None:
+    """Copy the SQLite store ``source`` (its WAL too) to ``db``, flushed to disk: otherwise
+    its gigabytes of dirty pages are written back during the run that follows and the first
+    checkpoint's fsync waits for all of them, which a store that filled up over weeks never
+    does."""
+    for suffix in ("", "-wal"):
+        if Path(f"{source}{suffix}").exists():
+            shutil.copyfile(f"{source}{suffix}", f"{db}{suffix}")
+            with open(f"{db}{suffix}", "rb+") as copy:
+                os.fsync(copy.fileno())
 
 
 def fresh_database(server: str) -> tuple[str, Callable[[], None]]:
@@ -110,8 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         batches = _batches(args.events, seed=instances)
         with tempfile.TemporaryDirectory() as tmp:
             if source is not None:
-                shutil.copyfile(source, f"{tmp}/bench.db")
-                os.sync()  # the copy's dirty pages must not be written back during the run
+                copy_store(source, f"{tmp}/bench.db")
             rate = run_case(f"sqlite:///{tmp}/bench.db", instances, batches, args.clients)
         where = f"  (into a copy of {source})" if source else ""
         copies = "" if instances == 1 else f" x{instances}"

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from auditsink.detect import CURSOR as RULES_CURSOR
-from benchmarks.bench_store import fresh_database
+from benchmarks.bench_store import copy_store, fresh_database
 from benchmarks.generate_data import write_bodies
 
 HERE = Path(__file__).resolve().parent
@@ -367,16 +367,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def seed_store(source: Path, db: Path) -> int:
     """Copy the store ``source`` (bench_query's 10M-event one, say) to ``db``, its rules cursor
     moved to its end: the run then ingests into a full store instead of the rules evaluating
-    what it held. Returns how many events it holds.
-
-    The copy is flushed to disk before the run, as bench_store's is: otherwise its gigabytes
-    of dirty pages are written back during the run and the first checkpoint's fsync of the
-    file waits for all of them, which a store that filled up over weeks never does."""
-    for suffix in ("", "-wal"):
-        if Path(f"{source}{suffix}").exists():
-            shutil.copyfile(f"{source}{suffix}", f"{db}{suffix}")
-            with open(f"{db}{suffix}", "rb+") as copy:
-                os.fsync(copy.fileno())
+    what it held. Returns how many events it holds."""
+    copy_store(source, db)
     conn = sqlite3.connect(db)
     try:
         held, newest = conn.execute("SELECT count(*), coalesce(max(id), 0) FROM events").fetchone()
