@@ -109,19 +109,25 @@ def test_a_history_spans_the_runs_and_the_tail_in_time_order(store: SQLiteStore)
         _expected(store, "name <> ?", ("web",)))
 
 
-def test_the_runs_are_walked_in_time_order_without_a_sort(store: SQLiteStore) -> None:
+def test_a_busy_objects_newest_page_reads_the_newest_runs_only(store: SQLiteStore) -> None:
     # Busy objects (leases, leader-election configmaps) collect tens of thousands of events:
-    # their newest page must come straight off the key of objects, not from a sort.
+    # their newest page must come from the newest runs, each read from its key, not from a
+    # read of the whole history.
     _fill(store, 40)
+    store.write(_items([("web", "configmaps", "demo", 60_000 + n) for n in range(20)]))
     selector = Selector(resources=["configmaps"], namespaces=["demo"], names=["web"])
-    where = store._where(selector, object_lookup=False)
-    for key in (None, ("<", (START + 25_000, 20))):
-        (runs, params), _ = store._page_selects(selector, where.sql, where.params, "DESC", 10,
-                                                key)
-        plan = " | ".join(row[3] for row in store._reader().execute(
-            "EXPLAIN QUERY PLAN " + runs, params))
-        assert "SEARCH o USING PRIMARY KEY (obj_name=? AND obj_resource=? AND" in plan, plan
-        assert "TEMP B-TREE" not in plan, plan
+    statements: list[str] = []
+    store._reader().set_trace_callback(statements.append)
+    try:
+        page = store.page(selector, limit=5)
+    finally:
+        store._reader().set_trace_callback(None)
+    assert _ids(page) == list(range(60, 55, -1))
+    walks = [s for s in statements if "FROM objects o" in s]
+    assert len(walks) == 1 and "o.run IN (6)" in walks[0], statements
+    plan = " | ".join(row[3] for row in store._reader().execute(
+        "EXPLAIN QUERY PLAN " + walks[0]))
+    assert "SEARCH o USING PRIMARY KEY (run=? AND obj_name=? AND obj_resource=? AND" in plan, plan
 
 
 def _objects(store: SQLiteStore) -> list[int]:
@@ -129,21 +135,22 @@ def _objects(store: SQLiteStore) -> list[int]:
         "SELECT event_id FROM objects ORDER BY event_id")]
 
 
-def test_retention_sweeps_the_entries_of_deleted_events(store: SQLiteStore) -> None:
+def test_retention_drops_the_runs_of_deleted_events(store: SQLiteStore) -> None:
     old = [("web", "configmaps", "demo", n) for n in range(40)]
     new = [("web", "configmaps", "demo", 1_000_000 + n) for n in range(40)]
     store.write(_items(old))
     store.write(_items(new))
     assert _objects(store) == list(range(1, 81))
-    store.prune(START + 1_000_000)  # the old half: dead entries are half the table, swept
+    store.prune(START + 1_000_000)  # the old half: its runs go
     assert _objects(store) == list(range(41, 81))
     assert _ids(store.page(Selector(names=["web"]), limit=1000)) == list(range(80, 40, -1))
-    store.prune(START + 1_000_002)  # two more: not worth a sweep yet, and still not found
+    store.prune(START + 1_000_002)  # two more, inside a run: left, and still not found
     assert len(_objects(store)) == 40
     assert _ids(store.page(Selector(names=["web"]), limit=1000)) == list(range(80, 42, -1))
     assert store.count(Selector(names=["web"])) == 38
     store.prune(2**62)  # everything: ids start again from 1
     assert _objects(store) == []
+    assert store._reader().execute("SELECT count(*) FROM runs").fetchone()[0] == 0
     store.write(_items(old[:10]))
     assert _ids(store.page(Selector(names=["web"]), limit=1000)) == list(range(10, 0, -1))
 
@@ -164,24 +171,28 @@ def test_retention_of_the_newest_ids_drops_the_runs_that_covered_them(
     assert store.count(Selector(names=["web"])) == 53 == len(set(_objects(store))) + 5
 
 
-def test_a_schema_4_file_is_indexed_at_open(tmp_path: Path, store: SQLiteStore) -> None:
+def test_a_schema_5_file_is_indexed_again_at_open(tmp_path: Path, store: SQLiteStore) -> None:
     rows = _fill(store, 45)
     store.close()
-    conn = sqlite3.connect(store.path)  # as schema 4 left it: the per-event object index
+    conn = sqlite3.connect(store.path)  # as schema 5 left it: objects keyed by name first
     conn.executescript("""
-        DELETE FROM objects;
-        CREATE INDEX events_object_time ON events (name, resource, namespace, time)
-          WHERE name <> '';
-        UPDATE meta SET value = '4' WHERE key = 'schema_version';
+        DROP TABLE objects; DROP TABLE runs;
+        CREATE TABLE objects (obj_name TEXT NOT NULL, obj_resource INTEGER NOT NULL,
+          obj_namespace INTEGER NOT NULL, obj_time INTEGER NOT NULL, event_id INTEGER NOT NULL,
+          PRIMARY KEY (obj_name, obj_resource, obj_namespace, obj_time, event_id)) WITHOUT ROWID;
+        INSERT INTO meta (key, value) VALUES ('objects_swept_below', '1');
+        UPDATE meta SET value = '5' WHERE key = 'schema_version';
     """)
     conn.commit()
     conn.close()
     store.open()
     conn = sqlite3.connect(store.path)
-    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    swept = conn.execute("SELECT 1 FROM meta WHERE key = 'objects_swept_below'").fetchone()
+    runs = conn.execute("SELECT run FROM runs ORDER BY run").fetchall()
     conn.close()
-    assert "events_object_time" not in indexes and version == "5"
+    assert version == "6" and swept is None
+    assert runs == [(0,), (1,), (2,), (3,), (4,)]
     named = [n + 1 for n, row in enumerate(rows[:40]) if row[0]]  # 5 runs; 5 in the tail
     assert _objects(store) == named
     assert _ids(store.page(Selector(names=["db"]), limit=1000)) == _expected(

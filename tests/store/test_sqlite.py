@@ -236,7 +236,7 @@ def test_schema_2_files_are_upgraded_in_place(tmp_path: Path) -> None:
     assert "events_object_log" not in indexes
     assert "events_audit_id" not in indexes  # schema 4: audit_ids instead
     assert "events_object_time" not in indexes  # schema 5: objects instead
-    assert version == "5"
+    assert version == "6"
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import zstandard
@@ -38,6 +38,20 @@ from auditsink.store.base import (
 from auditsink.store.sql.dialect import Dialect, prefix_params
 from auditsink.store.sql.prefilter import prefilter_sql, wanted
 from auditsink.store.sql.where import REQUESTS_ONLY, Where, build_where
+
+# One part of a page: a SELECT of events rows (id, time, ...) in time order cut at the page
+# size, as (sql, params), or a function of a connection that returns such rows (a store that
+# reads some part in several statements: SQLite's object histories, store/sqlite/objects.py).
+PagePart = tuple[str, list[object]] | Callable[[Any], list[Sequence[Any]]]
+
+
+def merge_rows(parts: Sequence[Sequence[Sequence[Any]]], newest_first: bool,
+               limit: int) -> list[Sequence[Any]]:
+    """The first ``limit`` rows of the union of ``parts`` in time order (what a UNION of
+    their SELECTs ordered by time and id returns)."""
+    unique = {row[0]: row for rows in parts for row in rows}
+    return sorted(unique.values(), key=lambda row: (row[1], row[0]),
+                  reverse=newest_first)[:limit]
 
 _FRAME_CACHE = 64
 _ALERT_COLUMNS = "id, time, rule, priority, output, audit_id, event, cluster, tags, fields"
@@ -102,8 +116,7 @@ class SQLReads:
         return build_where(selector, self.dialect, self, self._audit_id, object_lookup)
 
     def _page_selects(self, selector: Selector, where: str, params: list[object], order: str,
-                      limit: int, key: tuple[str, TimeKey] | None
-                      ) -> list[tuple[str, list[object]]]:
+                      limit: int, key: tuple[str, TimeKey] | None) -> list[PagePart]:
         """The SELECTs of one branch of a page (each in time order, cut at ``limit``) whose
         union holds it; a store may read an object's history its own way (SQLite:
         store/sqlite/objects.py). ``key``: the page cursor, ("<" or ">", (time, id))."""
@@ -257,20 +270,29 @@ class SQLReads:
         order = "ASC" if oldest_first else "DESC"
         selects = [part for sql, own in where.branches
                    for part in self._page_selects(selector, sql, own, order, limit, key)]
+        return self._events(self._page_rows(selects, not oldest_first, limit))
+
+    def _page_rows(self, parts: Sequence[PagePart], newest_first: bool,
+                   limit: int) -> list[Sequence[Any]]:
+        """The first ``limit`` rows of the union of ``parts`` in time order."""
+        order, mark = ("DESC" if newest_first else "ASC"), self.dialect.mark
+        selects = [part for part in parts if isinstance(part, tuple)]
+        assert len(selects) == len(parts), "a function part needs the store's own _page_rows"
         if len(selects) == 1:
             sql, params = selects[0]
-            return self._events(self._reader().execute(sql, params).fetchall())
+            found: list[Sequence[Any]] = self._reader().execute(sql, params).fetchall()
+            return found
         # user: by OR as (and an object's runs and tail, objects.py). Each part reads its own
         # index in time order and keeps its first ``limit``; the page is the first ``limit``
         # of their union.
-        parts, params = [], []
+        sql_parts, params = [], []
         for number, (sql, own) in enumerate(selects):
-            parts.append(f"SELECT * FROM ({sql}) AS branch{number}")
+            sql_parts.append(f"SELECT * FROM ({sql}) AS branch{number}")
             params.extend(own)
-        rows = self._reader().execute(
-            f"SELECT * FROM ({' UNION '.join(parts)}) AS page"
+        found = self._reader().execute(
+            f"SELECT * FROM ({' UNION '.join(sql_parts)}) AS page"
             f" ORDER BY time {order}, id {order} LIMIT {mark}", [*params, limit]).fetchall()
-        return self._events(rows)
+        return found
 
     def iter_page(self, selector: Selector, *, oldest_first: bool = True,
                   requests_only: bool = False, batch: int = 2000) -> Iterator[StoredEvent]:

@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -29,7 +30,7 @@ from auditsink.store._rows import KEY_COLUMNS
 from auditsink.store._writer import GroupCommitWriter, Task
 from auditsink.store.base import StoreError, TimeKey
 from auditsink.store.sql.dialect import SQLITE
-from auditsink.store.sql.reads import SQLReads
+from auditsink.store.sql.reads import PagePart, SQLReads, merge_rows
 from auditsink.store.sqlite import audit_ids, objects, upgrade
 from auditsink.store.sqlite.checkpoint import Checkpointer
 from auditsink.store.sqlite.consumers import SQLiteConsumers
@@ -244,11 +245,6 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
             deleted += count
             if count < chunk:
                 break
-        if deleted:
-            gone = objects.sweep(self._reader(), self.call_in_writer,
-                                 self._audit_runs * audit_ids.RUN)
-            if gone:
-                log.info("retention: %d object index entries of deleted events removed", gone)
         if deleted and time.monotonic() - self._swept_at > SWEEP_EVERY:
             self.sweep_strings()
         return deleted
@@ -319,8 +315,7 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
         return bool(selector.names) and "" not in selector.names
 
     def _page_selects(self, selector: Selector, where: str, params: list[object], order: str,
-                      limit: int, key: tuple[str, TimeKey] | None
-                      ) -> list[tuple[str, list[object]]]:
+                      limit: int, key: tuple[str, TimeKey] | None) -> list[PagePart]:
         if not self._own_object_pages(selector):
             return super()._page_selects(selector, where, params, order, limit, key)
         # What else the selector says of the object, so that the walk of objects seeks on it
@@ -333,13 +328,28 @@ class SQLiteStore(GroupCommitWriter, SQLiteConsumers, SQLReads):
         namespaces = self._resolve(sorted({bounded(n) for n in selector.namespaces}))
         if namespaces:
             narrowing.append(("obj_namespace", namespaces))
-        seek = []
-        for op, value in ((">=", selector.since), ("<", selector.until)):
-            if value is not None:
-                seek.append((f"o.obj_time {op} ?", value))
-        return objects.page_parts(self._select, [bounded(n) for n in selector.names],
-                                  narrowing, seek, where, params, order, limit,
-                                  audit_ids.tail(), key)
+        walk = objects.page_walk(self._select, [bounded(n) for n in selector.names],
+                                 narrowing, selector.since, selector.until, where, params,
+                                 order == "DESC", limit, key)
+        # The tail, read by rowid (NOT INDEXED), never by walking a time index over the log.
+        tail = (self._select(f"events.id > {audit_ids.tail()} AND {where}", "events NOT INDEXED")
+                + f" ORDER BY events.time {order}, events.id {order} LIMIT ?")
+        return [walk, (tail, [*params, limit])]
+
+    def _page_rows(self, parts: Sequence[PagePart], newest_first: bool,
+                   limit: int) -> list[Sequence[Any]]:
+        if all(isinstance(part, tuple) for part in parts):
+            return super()._page_rows(parts, newest_first, limit)
+        # An object's runs are read a few statements at a time (objects.py): all of them and
+        # the tail in one read transaction, so that they see the same runs.
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            return merge_rows([part(conn) if callable(part) else
+                               conn.execute(*part).fetchall() for part in parts],
+                              newest_first, limit)
+        finally:
+            conn.execute("COMMIT")
 
     def size_bytes(self) -> int:
         """The database file plus its WAL, in bytes."""

@@ -60,7 +60,7 @@ def index_runs(conn: sqlite3.Connection, most: int | None = 1) -> int:
                 "INSERT OR IGNORE INTO audit_ids (run, audit_id, id) SELECT ?, audit_id, id"
                 " FROM events WHERE id > ? AND id <= ? ORDER BY audit_id, id",
                 (runs, runs * RUN, (runs + 1) * RUN))
-            objects.index_run(conn, runs * RUN, (runs + 1) * RUN)
+            objects.index_run(conn, runs, runs * RUN, (runs + 1) * RUN)
             runs += 1
             done += 1
         if done:
@@ -100,8 +100,8 @@ def condition(values: Sequence[object], params: list[object]) -> str:
 
 
 def forget_before(conn: sqlite3.Connection) -> None:
-    """After retention (in its transaction): drop the runs whose events are all deleted
-    (``objects`` is swept later, objects.py). SQLite hands out max(id) + 1, so when
+    """After retention (in its transaction): drop the runs whose events are all deleted,
+    here and in ``objects``. SQLite hands out max(id) + 1, so when
     retention took the newest events too the ids after the remaining ones come again: the
     runs that covered them are dropped, to be indexed again once the log refills them (with
     no event left, all of them: the next event is id 1)."""
@@ -109,10 +109,11 @@ def forget_before(conn: sqlite3.Connection) -> None:
     runs = indexed_runs(conn)
     if first is not None:
         conn.execute("DELETE FROM audit_ids WHERE run < ?", ((int(first) - 1) // RUN,))
+        objects.forget_before(conn, (int(first) - 1) // RUN)
     if top >= runs * RUN:
         return
     kept = top // RUN
     conn.execute("DELETE FROM audit_ids WHERE run >= ?", (kept,))
-    objects.forget_after(conn, kept * RUN)
+    objects.forget_after(conn, kept)
     conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
                  " DO UPDATE SET value = excluded.value", (_RUNS_KEY, str(kept)))

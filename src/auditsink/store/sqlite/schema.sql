@@ -59,18 +59,26 @@ CREATE TABLE IF NOT EXISTS audit_ids (
   id INTEGER NOT NULL,             -- events.id
   PRIMARY KEY (run, audit_id, id)
 ) WITHOUT ROWID;
--- One object's history in time order: the (name, resource, namespace, time, id) of the
--- events that name an object, written with the same runs (store/sqlite/objects.py); an index
--- on events took a leaf page per such event at every commit (a quarter of the insert). Reads
--- scan the events after the runs too. Entries of deleted events join to nothing until a sweep.
+-- One object's history: the (name, resource, namespace, time, id) of the events that name an
+-- object, written with the same runs and led by the run as audit_ids is, so that a run is an
+-- append (store/sqlite/objects.py); an index on events took a leaf page per such event at
+-- every commit (a quarter of the insert). Reads scan the events after the runs too.
 CREATE TABLE IF NOT EXISTS objects (
+  run INTEGER NOT NULL,            -- as in audit_ids
   obj_name TEXT NOT NULL,          -- events.name (never "")
   obj_resource INTEGER NOT NULL,   -- events.resource
   obj_namespace INTEGER NOT NULL,  -- events.namespace
   obj_time INTEGER NOT NULL,       -- events.time
   event_id INTEGER NOT NULL,       -- events.id
-  PRIMARY KEY (obj_name, obj_resource, obj_namespace, obj_time, event_id)
+  PRIMARY KEY (run, obj_name, obj_resource, obj_namespace, obj_time, event_id)
 ) WITHOUT ROWID;
+-- The time range of each run's entries in objects, so that a page in time order reads the
+-- newest runs only (a run with no entry has no row).
+CREATE TABLE IF NOT EXISTS runs (
+  run INTEGER PRIMARY KEY,
+  min_time INTEGER NOT NULL,
+  max_time INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejected (
   id INTEGER PRIMARY KEY,
   time REAL NOT NULL,              -- when it was received (unix seconds)
