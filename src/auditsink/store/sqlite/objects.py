@@ -28,6 +28,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from auditsink.store.sql.reads import merge_rows
+
 __all__ = ["condition", "forget_after", "forget_before", "index_run", "page_walk"]
 
 RUN_COLUMNS = "run, obj_name, obj_resource, obj_namespace, obj_time, event_id"
@@ -112,9 +114,6 @@ def page_walk(select: Callable[[str, str], str], names: Sequence[str],
     fixed = " AND ".join([*clauses, where])
     sources = "objects o CROSS JOIN events ON events.id = o.event_id"
 
-    def sort_key(row: Row) -> tuple[int, int]:
-        return (row[1], row[0])
-
     def read(conn: sqlite3.Connection) -> list[Row]:
         runs = conn.execute(runs_sql, bound_params).fetchall()
         found: list[Row] = []
@@ -134,7 +133,7 @@ def page_walk(select: Callable[[str, str], str], names: Sequence[str],
             sql = (select(f"o.run IN ({marks}) AND {fixed}", sources)
                    + f" ORDER BY o.obj_time {order}, o.event_id {order} LIMIT ?")
             rows = conn.execute(sql, [*chosen, *own, *params, limit]).fetchall()
-            found = sorted([*found, *rows], key=sort_key, reverse=newest_first)[:limit]
+            found = merge_rows([found, rows], newest_first, limit)
         return found
 
     return read
